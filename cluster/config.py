@@ -1,0 +1,146 @@
+"""All configuration, from environment variables with typed defaults, in one place.
+
+Nothing is read at import time: ``Settings.from_env()`` is called by whoever starts a process
+(CLI, worker, dashboard, tests) and the resulting object is passed down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from cluster.errors import ConfigError
+
+
+def prelabel_home(env: Mapping[str, str] | None = None) -> Path:
+    """Where local state lives: the default data dir and the running cluster's discovery file."""
+    env = os.environ if env is None else env
+    return Path(env.get("PRELABEL_HOME") or Path.home() / ".prelabel")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: prelabel_home() / "data")
+    redis_url: str = ""
+    s3_endpoint: str = ""  # host:port, no scheme
+    s3_access_key: str = "prelabel"
+    s3_secret_key: str = "prelabel-secret"
+    s3_secure: bool = False
+    s3_bucket: str = "prelabel"
+    api_url: str = ""
+    token: str = ""
+    devices: tuple[str, ...] = ("CPU",)
+    port: int = 8080
+    chunk_size: int = 16
+    worker_threads: int = 2
+    heartbeat_timeout_s: float = 15.0
+    script_timeout_s: float = 30.0
+    max_retries: int = 3
+    cache_dir: Path = field(default_factory=lambda: prelabel_home() / "cache")
+    secret_key: str = "prelabel-dev-secret"
+    metrics_port: int = 0  # 0: workers pick a free port and publish it in Redis
+
+    _ENV = {
+        "data_dir": "PRELABEL_DATA_DIR",
+        "redis_url": "REDIS_URL",
+        "s3_endpoint": "S3_ENDPOINT",
+        "s3_access_key": "S3_ACCESS_KEY",
+        "s3_secret_key": "S3_SECRET_KEY",
+        "s3_secure": "S3_SECURE",
+        "s3_bucket": "S3_BUCKET",
+        "api_url": "PRELABEL_API_URL",
+        "token": "PRELABEL_TOKEN",
+        "devices": "PRELABEL_DEVICES",
+        "port": "PRELABEL_PORT",
+        "chunk_size": "PRELABEL_CHUNK_SIZE",
+        "worker_threads": "PRELABEL_WORKER_THREADS",
+        "heartbeat_timeout_s": "PRELABEL_HEARTBEAT_TIMEOUT",
+        "script_timeout_s": "PRELABEL_SCRIPT_TIMEOUT",
+        "max_retries": "PRELABEL_MAX_RETRIES",
+        "cache_dir": "PRELABEL_CACHE_DIR",
+        "secret_key": "PRELABEL_SECRET_KEY",
+        "metrics_port": "PRELABEL_METRICS_PORT",
+    }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings: defaults, then the running local cluster's file, then env, then overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        discovered = read_cluster_file(env)
+        for name, value in discovered.items():
+            if name in cls._ENV:
+                values[name] = value
+        for f in fields(cls):
+            var = cls._ENV.get(f.name)
+            if var and env.get(var):
+                values[f.name] = env[var]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**_coerce(values))
+
+    def with_(self, **changes: Any) -> "Settings":
+        return replace(self, **_coerce(changes))
+
+    def public(self) -> dict[str, Any]:
+        """What may be written to the discovery file and shown: everything but secrets of users."""
+        out = asdict(self)
+        out.pop("token", None)
+        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    types = {f.name: f.type for f in fields(Settings)}
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        kind = types.get(name)
+        if kind is None:
+            raise ConfigError(f"unknown setting {name!r}")
+        try:
+            if kind == "Path":
+                out[name] = Path(value).expanduser()
+            elif kind == "bool":
+                out[name] = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
+            elif kind == "int":
+                out[name] = int(value)
+            elif kind == "float":
+                out[name] = float(value)
+            elif kind == "tuple[str, ...]":
+                items = value.split(",") if isinstance(value, str) else list(value)
+                out[name] = tuple(d.strip().upper() for d in items if d.strip())
+            else:
+                out[name] = str(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"setting {name} has a bad value {value!r}: {exc}") from exc
+    return out
+
+
+def cluster_file(env: Mapping[str, str] | None = None) -> Path:
+    """The discovery file `prelabel up` writes so that other commands find the local cluster."""
+    return prelabel_home(env) / "cluster.json"
+
+
+def read_cluster_file(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    path = cluster_file(env)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    pid = data.get("pid")
+    if pid and not _alive(int(pid)):
+        return {}
+    return data
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
