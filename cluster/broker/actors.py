@@ -1,0 +1,43 @@
+"""The annotate actor, declared against a given broker instead of at import time.
+
+Messages carry ids and a frame range only. One actor serves every device queue: a message is
+sent to ``annotate.<DEVICE>`` and the worker consuming that queue runs it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import dramatiq
+from dramatiq.broker import Broker
+
+from cluster.broker.queues import queue_for
+
+ANNOTATE = "annotate_chunk"
+
+ChunkHandler = Callable[[str, int, int, int, int], None]
+
+
+def declare_annotate(broker: Broker, handler: ChunkHandler | None = None, *, max_retries: int = 3) -> dramatiq.Actor:
+    """Declare the actor; workers pass their handler, senders pass none (they never run it)."""
+
+    def annotate_chunk(job_id: str, chunk: int, start: int, stop: int, step: int) -> None:
+        if handler is None:
+            raise RuntimeError("this process only sends annotate messages; it does not run them")
+        handler(job_id, chunk, start, stop, step)
+
+    annotate_chunk.__name__ = ANNOTATE
+    return dramatiq.Actor(
+        annotate_chunk,
+        broker=broker,
+        actor_name=ANNOTATE,
+        queue_name=queue_for("CPU"),
+        priority=0,
+        options={"max_retries": max_retries},
+    )
+
+
+def send_chunk(broker: Broker, device: str, job_id: str, chunk: int, start: int, stop: int, step: int) -> None:
+    actor = broker.get_actor(ANNOTATE) if ANNOTATE in broker.actors else declare_annotate(broker)
+    message = actor.message(job_id, chunk, start, stop, step)
+    broker.enqueue(message.copy(queue_name=queue_for(device)))

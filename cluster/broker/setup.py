@@ -1,0 +1,71 @@
+"""Building the Dramatiq broker. Nothing here runs at import time: callers pass their settings."""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines, Retries, ShutdownNotifications, TimeLimit
+
+from cluster.broker.queues import KNOWN_DEVICES, queue_for
+from cluster.config import Settings
+from cluster.errors import ServiceUnavailable
+
+NAMESPACE = "prelabel-dramatiq"
+
+
+class PrelabelBroker(RedisBroker):
+    """A RedisBroker whose requeue of a dead worker's messages can be run on purpose.
+
+    Stock Dramatiq requeues a dead worker's unacked messages only on a random maintenance pass
+    (one command in a thousand by default). ``maintain`` runs that pass for the given queues now,
+    and refreshes this process's own heartbeat, which Dramatiq otherwise only sends when it
+    fetches: a worker busy with long chunks would look dead.
+    """
+
+    def maintain(self, queue_names: list[str]) -> None:
+        dispatch = self.scripts["dispatch"]
+        for queue_name in queue_names:
+            for name in (queue_name, queue_name + ".DQ"):
+                dispatch(
+                    keys=[self.namespace],
+                    args=[
+                        "qsize",
+                        _millis(),
+                        name,
+                        self.broker_id,
+                        self.heartbeat_timeout,
+                        self.dead_message_ttl,
+                        1,
+                        self._max_unpack_size(),
+                    ],
+                )
+
+
+def _millis() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def make_broker(settings: Settings) -> PrelabelBroker:
+    if not settings.redis_url:
+        raise ServiceUnavailable("no Redis is configured (REDIS_URL), and no local cluster is running")
+    middleware = [
+        AgeLimit(),
+        TimeLimit(time_limit=3_600_000),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(max_retries=settings.max_retries, min_backoff=1000, max_backoff=30_000),
+        CurrentMessage(),
+    ]
+    broker = PrelabelBroker(
+        url=settings.redis_url,
+        namespace=NAMESPACE,
+        middleware=middleware,
+        heartbeat_timeout=int(settings.heartbeat_timeout_s * 1000),
+    )
+    for device in KNOWN_DEVICES + tuple(settings.devices):
+        broker.declare_queue(queue_for(device))
+    dramatiq.set_broker(broker)
+    return broker

@@ -1,0 +1,63 @@
+"""Frame selections ("0-999:2") and how a job's frames are cut into chunks."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from cluster.errors import InvalidInput
+
+_SPEC = re.compile(r"^\s*(\d*)\s*(?:-\s*(\d*))?\s*(?::\s*(\d+))?\s*$")
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """Frames start, start+step, ... below stop (stop is exclusive here, inclusive in the spec)."""
+
+    start: int
+    stop: int
+    step: int = 1
+
+    def __len__(self) -> int:
+        return max(0, (self.stop - self.start + self.step - 1) // self.step)
+
+    def to_list(self) -> list[int]:
+        return [self.start, self.stop, self.step]
+
+
+def parse_frames(spec: str | None, frame_count: int) -> FrameRange:
+    """Parse "A-B:S" (B inclusive), "A-", "A", ":S" or empty (all frames), clipped to the dataset."""
+    if spec is None or not spec.strip():
+        return FrameRange(0, frame_count, 1)
+    m = _SPEC.match(spec)
+    if not m or spec.strip() in {"-", ":"}:
+        raise InvalidInput(f"bad frame selection {spec!r}: use START-END[:STEP], e.g. 0-999:2")
+    start_s, end_s, step_s = m.groups()
+    start = int(start_s) if start_s else 0
+    step = int(step_s) if step_s else 1
+    if step < 1:
+        raise InvalidInput(f"bad frame selection {spec!r}: the step must be at least 1")
+    if end_s:
+        stop = int(end_s) + 1
+    elif "-" in spec:
+        stop = frame_count
+    elif start_s:
+        stop = start + 1
+    else:
+        stop = frame_count
+    if stop <= start:
+        raise InvalidInput(f"bad frame selection {spec!r}: the end is before the start")
+    if start >= frame_count:
+        raise InvalidInput(f"frame selection {spec!r} starts after the dataset's last frame ({frame_count - 1})")
+    return FrameRange(start, min(stop, frame_count), step)
+
+
+def plan_chunks(frames: FrameRange, chunk_size: int) -> list[FrameRange]:
+    """Cut a selection into chunks of at most ``chunk_size`` frames, each its own range."""
+    if chunk_size < 1:
+        raise InvalidInput("chunk size must be at least 1")
+    span = chunk_size * frames.step
+    return [
+        FrameRange(s, min(frames.stop, s + span), frames.step)
+        for s in range(frames.start, frames.stop, span)
+    ]

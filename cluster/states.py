@@ -1,0 +1,52 @@
+"""Job and chunk states and the transitions allowed between them.
+
+The tables here are the single source of truth: the job store passes them to Redis Lua scripts so
+that a transition is checked and applied in one atomic step, whichever process makes it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}
+
+
+class ChunkState(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.COMPLETED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+# RUNNING -> RUNNING is a redelivery: the worker that held the chunk died or its message was
+# requeued, and another worker takes it over. DONE and FAILED are final, so a late duplicate
+# message finds the chunk finished and does nothing.
+CHUNK_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
+    ChunkState.PENDING: frozenset({ChunkState.RUNNING, ChunkState.FAILED}),
+    ChunkState.RUNNING: frozenset({ChunkState.RUNNING, ChunkState.DONE, ChunkState.FAILED}),
+    ChunkState.DONE: frozenset(),
+    ChunkState.FAILED: frozenset(),
+}
+
+
+def sources(table: dict, target: Enum) -> list[str]:
+    """The states from which ``target`` may be entered, as strings for a Lua script."""
+    return [s.value for s, allowed in table.items() if target in allowed]

@@ -1,0 +1,66 @@
+"""Datasets and their frames.
+
+A dataset's frames are a Redis list: a frame's number is its index, so numbers are stable and
+appending is atomic. Adding the same file (same name and content) twice returns the frame it
+already has, so a retried upload never duplicates a frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from cluster.store.base import dumps, loads, redis_errors
+from cluster.store.records import OwnedRecords
+from cluster.store.users import User
+
+_ADD_FRAME = """
+local existing = redis.call('HGET', KEYS[2], ARGV[1])
+if existing then return {tonumber(existing), 0} end
+local n = redis.call('RPUSH', KEYS[1], ARGV[2]) - 1
+redis.call('HSET', KEYS[2], ARGV[1], n)
+redis.call('HSET', KEYS[3], 'frame_count', n + 1)
+return {n, 1}
+"""
+
+
+class DatasetStore(OwnedRecords):
+    kind = "dataset"
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(client)
+        self._add_frame = client.register_script(_ADD_FRAME)
+
+    def create(self, owner: User, name: str) -> dict[str, Any]:
+        return self._create(owner, name, {"frame_count": 0})
+
+    def _frames(self, dataset_id: str) -> str:
+        return self.key(dataset_id) + ":frames"
+
+    def add_frame(self, dataset_id: str, *, name: str, digest: str, key: str, width: int, height: int) -> tuple[int, bool]:
+        """Append a frame; returns (frame number, whether it is new)."""
+        record = dumps({"name": name, "key": key, "width": width, "height": height})
+        with redis_errors("add a frame"):
+            n, created = self._add_frame(
+                keys=[self._frames(dataset_id), self.key(dataset_id) + ":identity", self.key(dataset_id)],
+                args=[f"{name}\x00{digest}", record],
+            )
+        return int(n), bool(created)
+
+    def frame_count(self, dataset_id: str) -> int:
+        with redis_errors("count frames"):
+            return int(self.r.llen(self._frames(dataset_id)))
+
+    def frames(self, dataset_id: str, start: int, stop: int, step: int = 1) -> list[dict[str, Any]]:
+        """Frames start, start+step, ... below stop, each with its number under "frame"."""
+        if stop <= start:
+            return []
+        with redis_errors("read frames"):
+            raw = self.r.execute_command("LRANGE", self._frames(dataset_id), start, stop - 1)
+        out = []
+        for offset in range(0, len(raw), step):
+            rec = loads(raw[offset])
+            rec["frame"] = start + offset
+            out.append(rec)
+        return out

@@ -1,0 +1,89 @@
+"""Accounts and API tokens. Only a token's SHA-256 is stored, so a Redis dump leaks no credential."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+import redis
+
+from cluster.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from cluster.store.base import PREFIX, dumps, loads, now, redis_errors
+
+USERS = PREFIX + "users"
+TOKENS = PREFIX + "tokens"
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    admin: bool
+    created_at: float
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "admin": self.admin, "created_at": self.created_at}
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class UserStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+
+    def add(self, name: str, admin: bool = False) -> tuple[User, str]:
+        """Create an account and return it with its token, shown this once only."""
+        if not NAME_RE.match(name):
+            raise InvalidInput("user names are 1-64 letters, digits, '.', '_' or '-'")
+        token = secrets.token_urlsafe(32)
+        user = User(name=name, admin=admin, created_at=now())
+        with redis_errors("create a user"):
+            if not self.r.hsetnx(USERS, name, dumps(user.to_dict() | {"token": _hash(token)})):
+                raise Conflict(f"user {name!r} already exists")
+            self.r.hset(TOKENS, _hash(token), name)
+        return user, token
+
+    def get(self, name: str) -> User:
+        with redis_errors("read a user"):
+            raw = self.r.hget(USERS, name)
+        if raw is None:
+            raise NotFound(f"no user named {name!r}")
+        data = loads(raw)
+        return User(name=data["name"], admin=bool(data["admin"]), created_at=data["created_at"])
+
+    def authenticate(self, token: str | None) -> User:
+        if not token:
+            raise Unauthorized("an API token is required (Authorization: Bearer TOKEN)")
+        with redis_errors("check a token"):
+            name = self.r.hget(TOKENS, _hash(token))
+        if name is None:
+            raise Unauthorized("the API token is not valid")
+        return self.get(name)
+
+    def new_token(self, name: str) -> str:
+        """Replace a user's token, revoking the old one."""
+        with redis_errors("rotate a token"):
+            raw = self.r.hget(USERS, name)
+            if raw is None:
+                raise NotFound(f"no user named {name!r}")
+            data = loads(raw)
+            token = secrets.token_urlsafe(32)
+            pipe = self.r.pipeline()
+            pipe.hdel(TOKENS, data["token"])
+            pipe.hset(TOKENS, _hash(token), name)
+            pipe.hset(USERS, name, dumps(data | {"token": _hash(token)}))
+            pipe.execute()
+        return token
+
+    def list(self) -> list[User]:
+        with redis_errors("list users"):
+            raw = self.r.hvals(USERS)
+        users = [loads(v) for v in raw]
+        return sorted(
+            (User(name=u["name"], admin=bool(u["admin"]), created_at=u["created_at"]) for u in users),
+            key=lambda u: u.name,
+        )

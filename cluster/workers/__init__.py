@@ -1,0 +1,1 @@
+"""Workers: one process per OpenVINO device, consuming that device's annotate queue."""

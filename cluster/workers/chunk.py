@@ -1,0 +1,185 @@
+"""Processing one chunk: fetch frames, decode, infer, interpret, write the result, mark it done.
+
+The result is written to a key that depends only on job and chunk, before the chunk is marked
+done in one atomic step: a redelivered message overwrites the same object and finds the chunk
+already done, so no frame is ever annotated twice in the output.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import openvino as ov
+
+from cluster.config import Settings
+from cluster.errors import FrameError, PrelabelError, ScriptError
+from cluster.models.engine import InferenceEngine
+from cluster.models.preprocessing import Preprocessing, apply_preprocessing
+from cluster.models.reading import read_model
+from cluster.scripts.pool import ScriptPool
+from cluster.scripts.validate import validate_shapes
+from cluster.states import ChunkState
+from cluster.storage import Keys, ObjectStore
+from cluster.store import Store
+from cluster.workers.artifacts import LruCache, ModelFiles
+from cluster.workers.decode import decode_rgb
+from cluster.workers.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FrameOutcome:
+    frame: int
+    name: str
+    width: int
+    height: int
+    shapes: list[dict[str, Any]] | None = None
+    reason: str | None = None
+
+
+class ChunkProcessor:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        objects: ObjectStore,
+        device: str,
+        metrics: WorkerMetrics,
+        *,
+        last_attempt: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.objects = objects
+        self.device = device
+        self.metrics = metrics
+        self.last_attempt = last_attempt
+        self.core = ov.Core()
+        self.files = ModelFiles(objects, Path(settings.cache_dir))
+        self.engines = LruCache(4)
+        self.scripts = ScriptPool(timeout_s=settings.script_timeout_s)
+        self.fetcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fetch")
+
+    def close(self) -> None:
+        self.fetcher.shutdown(wait=False, cancel_futures=True)
+        self.scripts.close()
+        self.engines.clear()
+
+    # -- the actor's body -------------------------------------------------------------------
+    def __call__(self, job_id: str, chunk: int, start: int, stop: int, step: int) -> None:
+        claimed, why = self.store.jobs.claim_chunk(job_id, chunk)
+        if not claimed:
+            log.info("skipping job %s chunk %d: %s", job_id, chunk, why)
+            return
+        began = time.perf_counter()
+        job = self.store.jobs.get_unchecked(job_id)
+        frames = self.store.datasets.frames(job["dataset"], start, stop, step)
+        try:
+            outcomes = self._process(job, frames)
+        except FrameError:
+            raise
+        except PrelabelError as exc:
+            # A chunk-wide failure (model unreadable, S3 down...). Retry while Dramatiq will; on
+            # the last attempt record every frame as failed so the job can finish.
+            self.metrics.errors.labels(self.device, "chunk").inc()
+            if not self.last_attempt():
+                raise
+            log.error("job %s chunk %d failed: %s", job_id, chunk, exc)
+            outcomes = [
+                FrameOutcome(f["frame"], f["name"], f["width"], f["height"], reason=exc.message) for f in frames
+            ]
+        self._commit(job_id, chunk, outcomes)
+        self.metrics.chunk.labels(self.device).observe(time.perf_counter() - began)
+
+    def _commit(self, job_id: str, chunk: int, outcomes: list[FrameOutcome]) -> None:
+        done = [o for o in outcomes if o.reason is None]
+        failed = [{"frame": o.frame, "name": o.name, "reason": o.reason} for o in outcomes if o.reason is not None]
+        result = {
+            "job": job_id,
+            "chunk": chunk,
+            "frames": [
+                {"frame": o.frame, "name": o.name, "width": o.width, "height": o.height, "shapes": o.shapes}
+                for o in done
+            ],
+            "failed": failed,
+        }
+        self.objects.put_msgpack(Keys.chunk_result(job_id, chunk), result)
+        state = ChunkState.DONE if done or not failed else ChunkState.FAILED
+        if self.store.jobs.finish_chunk(job_id, chunk, state=state, done=len(done), failed=failed):
+            self.metrics.frames.labels(self.device, "done").inc(len(done))
+            self.metrics.frames.labels(self.device, "failed").inc(len(failed))
+
+    # -- the pipeline ------------------------------------------------------------------------
+    def _engine(self, model: dict[str, Any]) -> InferenceEngine:
+        def build() -> InferenceEngine:
+            directory = self.files.local_dir(model)
+            ov_model = read_model(self.core, directory / "model.xml", directory / "model.bin")
+            ov_model = apply_preprocessing(ov_model, Preprocessing.from_dict(model["preprocessing"]))
+            return InferenceEngine(ov_model, self.device, cache_dir=Path(self.settings.cache_dir) / "ov", core=self.core)
+
+        return self.engines.get((model["id"], model.get("version", 1), self.device), build)
+
+    def _fetch_decode(self, frame: dict[str, Any]) -> np.ndarray:
+        data = self.objects.get_bytes(frame["key"])
+        self.metrics.fetch_bytes.labels(self.device).inc(len(data))
+        return decode_rgb(data, frame["name"])
+
+    def _process(self, job: dict[str, Any], frames: list[dict[str, Any]]) -> list[FrameOutcome]:
+        model = self.store.models.get_unchecked(job["model"])
+        engine = self._engine(model)
+        source = self.objects.get_bytes(model["script_key"]).decode()
+        runner = self.scripts.get(source, labels=model["labels"], trusted=bool(model.get("trusted")))
+        outcomes = [FrameOutcome(f["frame"], f["name"], f["width"], f["height"]) for f in frames]
+
+        decoded: list[tuple[int, np.ndarray]] = []
+        for i, future in enumerate([self.fetcher.submit(self._fetch_decode, f) for f in frames]):
+            try:
+                image = future.result()
+            except FrameError as exc:
+                outcomes[i].reason = exc.message
+                self.metrics.errors.labels(self.device, "decode").inc()
+                continue
+            outcomes[i].height, outcomes[i].width = int(image.shape[0]), int(image.shape[1])
+            decoded.append((i, image))
+
+        began = time.perf_counter()
+        results = list(engine.infer_many(image for _, image in decoded))
+        if decoded:
+            per_frame = (time.perf_counter() - began) / len(decoded)
+            for _ in decoded:
+                self.metrics.inference.labels(self.device).observe(per_frame)
+
+        inputs = [
+            {
+                "frame": {
+                    "id": outcomes[i].frame,
+                    "name": outcomes[i].name,
+                    "width": outcomes[i].width,
+                    "height": outcomes[i].height,
+                },
+                "outputs": outputs,
+            }
+            for (i, _), outputs in zip(decoded, results)
+        ]
+        context = {"threshold": job["settings"].get("threshold", 0.5)}
+        interpreted = runner.run(inputs, context) if inputs else []
+        for (i, _), shapes in zip(decoded, interpreted):
+            if isinstance(shapes, Exception):
+                outcomes[i].reason = f"script error: {shapes}"
+                self.metrics.errors.labels(self.device, "script").inc()
+                continue
+            try:
+                outcomes[i].shapes = validate_shapes(
+                    shapes, width=outcomes[i].width, height=outcomes[i].height, labels=model["labels"]
+                )
+            except ScriptError as exc:
+                outcomes[i].reason = f"invalid script result: {exc.message}"
+                self.metrics.errors.labels(self.device, "result").inc()
+        return outcomes
