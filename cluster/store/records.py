@@ -36,8 +36,10 @@ class OwnedRecords:
     def _names(self, owner: str) -> str:
         return f"{PREFIX}{self.kind}:names:{owner}"
 
-    def _create(self, owner: User, name: str | None, fields: dict[str, Any]) -> dict[str, Any]:
-        record_id = new_id()
+    def _create(
+        self, owner: User, name: str | None, fields: dict[str, Any], record_id: str | None = None
+    ) -> dict[str, Any]:
+        record_id = record_id or new_id()
         record = {"id": record_id, "owner": owner.name, "created_at": now(), **fields}
         if self.named:
             if not name or not NAME_RE.match(name):

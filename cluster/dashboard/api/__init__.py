@@ -1,0 +1,15 @@
+"""The JSON API, one blueprint per area, all under /api."""
+
+from flask import Blueprint, Flask
+
+
+def register(app: Flask) -> None:
+    from cluster.dashboard.api import datasets, jobs, models, users
+
+    api = Blueprint("api", __name__, url_prefix="/api")
+    for module in (users, datasets, models, jobs):
+        api.register_blueprint(module.bp)
+    app.register_blueprint(api)
+
+
+__all__ = ["register", "Blueprint"]

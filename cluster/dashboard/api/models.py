@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flask import Blueprint, jsonify, request
+
+from cluster.dashboard.auth import api_user
+from cluster.dashboard.clients import clients
+from cluster.errors import InvalidInput
+from cluster.models.registration import Upload, register_model
+
+bp = Blueprint("models", __name__)
+
+
+def _upload(field: str, required: bool = True) -> Upload | None:
+    f = request.files.get(field)
+    if f is None:
+        if required:
+            raise InvalidInput(f"multipart field {field!r} (a file) is required")
+        return None
+    return Upload(filename=f.filename or field, data=f.read())
+
+
+@bp.get("/models")
+def list_models():
+    return jsonify(clients().store.models.list(api_user()))
+
+
+@bp.get("/models/<ref>")
+def get_model(ref: str):
+    return jsonify(clients().store.models.get(api_user(), ref))
+
+
+@bp.post("/models")
+def create_model():
+    c = clients()
+    user = api_user()
+    try:
+        preprocessing = json.loads(request.form.get("preprocessing") or "{}")
+    except ValueError as exc:
+        raise InvalidInput(f"preprocessing must be a JSON object: {exc}") from exc
+    record = register_model(
+        c.store,
+        c.objects,
+        user,
+        name=request.form.get("name", ""),
+        model=_upload("model"),
+        weights=_upload("weights", required=False),
+        labels=_upload("labels"),
+        script=_upload("script"),
+        preprocessing=preprocessing,
+        trusted=request.form.get("trusted", "false").lower() in {"1", "true", "yes"},
+        cache_dir=Path(c.settings.cache_dir),
+    )
+    return jsonify(record), 201

@@ -1,0 +1,56 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from cluster.config import Settings
+from cluster.dashboard.clients import Clients
+from cluster.errors import PrelabelError
+
+log = logging.getLogger("prelabel.dashboard")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        PRELABEL_SETTINGS=settings,
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=4 * 1024**3,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        JSON_SORT_KEYS=False,
+    )
+    Clients(app)
+
+    from cluster.dashboard import api, metrics, pages
+
+    api.register(app)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(metrics.bp)
+
+    @app.errorhandler(PrelabelError)
+    def prelabel_error(exc: PrelabelError):
+        if exc.status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, exc.message)
+        if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+            return jsonify(exc.to_dict()), exc.status
+        return pages.error_page(exc)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if request.path.startswith("/api/"):
+            return jsonify({"error": exc.name.lower().replace(" ", "_"), "message": exc.description}), exc.code
+        return exc
+
+    @app.get("/healthz")
+    def healthz():
+        clients = app.extensions["prelabel"]
+        clients.store.ping()
+        return jsonify({"ok": True})
+
+    return app

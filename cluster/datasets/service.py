@@ -1,0 +1,34 @@
+"""Adding uploaded files to a dataset: frames go to S3 (content-addressed), then into the frame list.
+
+The object is written before the frame is listed, so a frame number never points at a missing
+object; a retried upload writes the same key and finds the frame already listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, BinaryIO
+
+from cluster.datasets.ingest import Frame, Rejected, iter_upload
+from cluster.storage import Keys, ObjectStore
+from cluster.store import Store
+
+CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "bmp": "image/bmp", "webp": "image/webp"}
+
+
+def add_upload(store: Store, objects: ObjectStore, dataset: dict[str, Any], filename: str, data: BinaryIO) -> dict[str, list]:
+    added: list[dict[str, Any]] = []
+    rejected: list[dict[str, str]] = []
+    for item in iter_upload(filename, data):
+        if isinstance(item, Rejected):
+            rejected.append({"name": item.name, "reason": item.reason})
+            continue
+        assert isinstance(item, Frame)
+        digest = hashlib.sha256(item.data).hexdigest()
+        key = Keys.frame(dataset["id"], digest, item.ext)
+        objects.put_bytes(key, item.data, CONTENT_TYPES.get(item.ext, "application/octet-stream"))
+        number, new = store.datasets.add_frame(
+            dataset["id"], name=item.name, digest=digest, key=key, width=item.width, height=item.height
+        )
+        added.append({"frame": number, "name": item.name, "new": new, "width": item.width, "height": item.height})
+    return {"added": added, "rejected": rejected}

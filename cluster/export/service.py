@@ -1,0 +1,76 @@
+"""Reading a job's results back from S3 in frame order and streaming them out as a file.
+
+Results are read one chunk at a time and the file is written to a temporary file on disk and
+then sent in blocks, so memory stays flat however many frames the job has.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from typing import Any, Iterator
+
+from cluster.errors import NotFound
+from cluster.storage import Keys, ObjectStore
+
+EXPORTS: dict[str, tuple[str, str]] = {
+    "cvat": ("application/xml", ".xml"),
+    "coco": ("application/json", ".json"),
+    "masks": ("application/zip", ".zip"),
+}
+
+
+def iter_chunk_results(objects: ObjectStore, job: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for chunk in range(int(job["chunk_count"])):
+        try:
+            yield objects.get_msgpack(Keys.chunk_result(job["id"], chunk))  # type: ignore[misc]
+        except NotFound:
+            continue  # not processed yet: an export of a running job holds what is done
+
+
+def iter_frames(objects: ObjectStore, job: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for result in iter_chunk_results(objects, job):
+        yield from result["frames"]
+
+
+def write_export(objects: ObjectStore, job: dict[str, Any], model: dict[str, Any], fmt: str, path: str) -> None:
+    from cluster.export.coco import write_coco
+    from cluster.export.cvat import write_cvat
+    from cluster.export.masks import write_masks
+
+    labels = model["labels"]
+    frames = iter_frames(objects, job)
+    if fmt == "cvat":
+        with open(path, "wb") as out:
+            write_cvat(frames, labels, out, job_meta={"id": job["id"], "name": f"prelabel job {job['id']}",
+                                                     "dataset": job["dataset_name"], "model": job["model_name"]})
+    elif fmt == "coco":
+        with open(path, "w", encoding="utf-8") as out:
+            write_coco(frames, labels, out)
+    elif fmt == "masks":
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as out:
+            write_masks(frames, labels, out)
+    else:
+        raise ValueError(fmt)
+
+
+def export_stream(objects: ObjectStore, job: dict[str, Any], model: dict[str, Any], fmt: str) -> Iterator[bytes]:
+    """Write the whole export first (errors surface before any byte is sent), then stream it."""
+    fd, path = tempfile.mkstemp(prefix=f"prelabel-export-{job['id']}-")
+    os.close(fd)
+    try:
+        write_export(objects, job, model, fmt, path)
+    except BaseException:
+        os.unlink(path)
+        raise
+
+    def blocks() -> Iterator[bytes]:
+        try:
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    yield block
+        finally:
+            os.unlink(path)
+
+    return blocks()

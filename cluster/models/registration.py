@@ -1,0 +1,161 @@
+"""Registering a model: read, preprocess, compile and run it with its script on a real image
+before anything is stored, so a model that is registered is a model that works.
+
+Every model is stored as OpenVINO IR (ONNX and TFLite are converted here, once), so workers
+only ever read IR.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+from cluster.errors import InvalidInput, ModelError, PrelabelError, ScriptError
+from cluster.models.engine import InferenceEngine
+from cluster.models.preprocessing import Preprocessing, apply_preprocessing
+from cluster.models.reading import read_model, save_ir
+from cluster.scripts.imports import check_script
+from cluster.scripts.pool import ScriptPool
+from cluster.scripts.validate import validate_shapes
+from cluster.storage import Keys, ObjectStore
+from cluster.store import Store
+from cluster.store.base import new_id
+from cluster.store.users import User
+
+
+@dataclass
+class Upload:
+    filename: str
+    data: bytes
+
+
+def parse_label_map(data: bytes) -> dict[str, str]:
+    """Accept CVAT's ``{"label_map": {"1": "person"}}`` as is, or the bare mapping."""
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInput(f"the label map is not valid JSON: {exc}") from exc
+    if isinstance(raw, dict) and "label_map" in raw:
+        raw = raw["label_map"]
+    if not isinstance(raw, dict) or not raw:
+        raise InvalidInput('the label map must be an object like {"label_map": {"1": "person"}}')
+    labels: dict[str, str] = {}
+    for key, name in raw.items():
+        try:
+            number = int(str(key))
+        except ValueError:
+            raise InvalidInput(f"label id {key!r} is not an integer") from None
+        if number < 1 or number > 255:
+            raise InvalidInput(f"label id {key!r} must be between 1 and 255 (0 is the background in masks)")
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInput(f"label {key!r} needs a non-empty name")
+        labels[str(number)] = name.strip()
+    return labels
+
+
+def sample_image() -> np.ndarray:
+    """A real photograph for the registration test run (scikit-image ships it)."""
+    try:
+        from skimage import data
+
+        return np.ascontiguousarray(data.astronaut())
+    except Exception:  # pragma: no cover - scikit-image is a dependency
+        rng = np.random.default_rng(0)
+        return rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+
+
+def register_model(
+    store: Store,
+    objects: ObjectStore,
+    user: User,
+    *,
+    name: str,
+    model: Upload,
+    weights: Upload | None,
+    labels: Upload,
+    script: Upload,
+    preprocessing: dict[str, Any] | None,
+    trusted: bool = False,
+    cache_dir: Path,
+) -> dict[str, Any]:
+    if trusted and not user.admin:
+        raise InvalidInput("only an admin can mark a script trusted")
+    if store.models.name_taken(user, name):
+        from cluster.errors import Conflict
+
+        raise Conflict(f"you already have a model named {name!r}")
+    label_map = parse_label_map(labels.data)
+    try:
+        source = script.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScriptError(f"the script is not UTF-8 text: {exc}") from exc
+    report = check_script(source, trusted=trusted)
+    if report.problems:
+        raise ScriptError("the script has problems: " + "; ".join(report.problems))
+    prep = Preprocessing.from_dict(preprocessing or {})
+
+    core = ov.Core()
+    with tempfile.TemporaryDirectory(prefix="prelabel-register-") as tmp:
+        tmpdir = Path(tmp)
+        model_path = tmpdir / Path(model.filename).name
+        model_path.write_bytes(model.data)
+        weights_path = None
+        if weights is not None:
+            weights_path = tmpdir / Path(weights.filename).name
+            weights_path.write_bytes(weights.data)
+        ov_model = read_model(core, model_path, weights_path)
+        prep = prep.resolved(ov_model) if hasattr(prep, "resolved") else prep
+        try:
+            engine = InferenceEngine(apply_preprocessing(ov_model, prep), "CPU", cache_dir=None, core=core)
+            image = sample_image()
+            outputs = engine.infer(image)
+        except PrelabelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"the model does not run: {exc}") from exc
+        pool = ScriptPool(timeout_s=60)
+        try:
+            frame = {"id": 0, "name": "astronaut.png", "width": int(image.shape[1]), "height": int(image.shape[0])}
+            result = pool.get(source, labels=label_map, trusted=trusted).run(
+                [{"frame": frame, "outputs": outputs}], {"threshold": 0.5}
+            )[0]
+        finally:
+            pool.close()
+        if isinstance(result, Exception):
+            raise ScriptError(f"the script failed on a test image: {result}")
+        shapes = validate_shapes(result, width=frame["width"], height=frame["height"], labels=label_map)
+
+        xml_path, bin_path = save_ir(ov_model, tmpdir / "ir")
+        model_id = new_id()
+        files = {"model.xml": Keys.model_file(model_id, "model.xml"), "model.bin": Keys.model_file(model_id, "model.bin")}
+        objects.put_file(files["model.xml"], str(xml_path))
+        objects.put_file(files["model.bin"], str(bin_path))
+    script_key = Keys.model_file(model_id, "script.py")
+    objects.put_bytes(script_key, script.data, "text/x-python")
+    objects.put_bytes(Keys.model_file(model_id, "labels.json"), json.dumps({"label_map": label_map}).encode())
+    record = store.models.create(
+        user,
+        name,
+        {
+            "files": files,
+            "script_key": script_key,
+            "script_sha256": hashlib.sha256(script.data).hexdigest(),
+            "script_style": report.style,
+            "labels": label_map,
+            "preprocessing": prep.to_dict(),
+            "trusted": trusted,
+            "source_format": model_path.suffix.lstrip(".").lower(),
+            "outputs": {k: list(v.shape) for k, v in outputs.items()},
+            "test_shapes": len(shapes),
+            "version": 1,
+        },
+        record_id=model_id,
+    )
+    return record
