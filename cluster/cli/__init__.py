@@ -1,0 +1,1 @@
+"""The `prelabel` command line."""

@@ -1,0 +1,302 @@
+"""The `prelabel` command. Admin commands (users) talk to Redis; the rest are API clients."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from cluster.config import Settings
+from cluster.errors import PrelabelError
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    return Settings.from_env(**extra)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from cluster.local.up import run_up
+
+    settings = Settings.from_env(data_dir=args.data_dir, devices=args.devices, port=args.port)
+    return run_up(settings)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from cluster.local.up import stop_running
+
+    return stop_running()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from cluster.workers.main import run_worker
+
+    return run_worker(Settings.from_env(), args.device)
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    from cluster.cli.client import save_token
+    from cluster.store import Store
+
+    user, token = Store.from_settings(Settings.from_env()).users.add(args.name, admin=args.admin)
+    if args.save:
+        save_token(token)
+    print(token)
+    print(f"created {'admin ' if user.admin else ''}user {user.name}; keep the token above, it is shown once",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from cluster.cli.client import ApiClient, save_token
+
+    me = ApiClient(Settings.from_env(), token=args.token).get("/api/me")
+    path = save_token(args.token)
+    print(f"logged in as {me['name']}; token saved in {path}")
+    return 0
+
+
+def _client():
+    from cluster.cli.client import ApiClient
+
+    return ApiClient(Settings.from_env())
+
+
+def cmd_datasets_add(args: argparse.Namespace) -> int:
+    from cluster.datasets.ingest import iter_paths
+
+    client = _client()
+    dataset = client.ensure_dataset(args.name)
+    added = rejected = 0
+    for name, path in iter_paths([Path(p) for p in args.paths]):
+        with open(path, "rb") as f:
+            report = client.upload(dataset["id"], name, f)
+        added += len(report["added"])
+        for r in report["rejected"]:
+            rejected += 1
+            print(f"rejected {r['name']}: {r['reason']}", file=sys.stderr)
+        print(f"{name}: {len(report['added'])} frame(s)", file=sys.stderr)
+    dataset = client.get(f"/api/datasets/{dataset['id']}")
+    print(json.dumps({"dataset": dataset["id"], "name": dataset["name"], "added": added, "rejected": rejected,
+                      "frame_count": dataset["frame_count"]}))
+    return 0 if added or not rejected else 1
+
+
+def cmd_datasets_list(args: argparse.Namespace) -> int:
+    for d in _client().get("/api/datasets"):
+        print(f"{d['id']}  {d['name']:<30} {d['frame_count']:>8} frames  owner {d['owner']}")
+    return 0
+
+
+def _preprocessing_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    prep: dict[str, Any] = {}
+    if args.input_size:
+        try:
+            w, h = (int(v) for v in args.input_size.lower().split("x"))
+        except ValueError:
+            raise PrelabelError(f"--input-size takes WIDTHxHEIGHT, got {args.input_size!r}") from None
+        prep.update(width=w, height=h)
+    if args.layout:
+        prep["layout"] = args.layout.upper()
+    if args.color:
+        prep["color"] = args.color.upper()
+    if args.mean:
+        prep["mean"] = [float(v) for v in args.mean.split(",")]
+    if args.scale:
+        prep["scale"] = [float(v) for v in args.scale.split(",")]
+    if args.resize:
+        prep["resize"] = args.resize
+    return prep
+
+
+def cmd_models_add(args: argparse.Namespace) -> int:
+    client = _client()
+    files = [("model", (Path(args.model).name, open(args.model, "rb"))),
+             ("labels", (Path(args.labels).name, open(args.labels, "rb"))),
+             ("script", (Path(args.script).name, open(args.script, "rb")))]
+    if args.weights:
+        files.append(("weights", (Path(args.weights).name, open(args.weights, "rb"))))
+    try:
+        record = client.post("/api/models", files=files, data={
+            "name": args.name, "preprocessing": json.dumps(_preprocessing_from_args(args)),
+            "trusted": "true" if args.trusted else "false"})
+    finally:
+        for _, (_, f) in files:
+            f.close()
+    print(json.dumps({"model": record["id"], "name": record["name"], "outputs": record["outputs"]}))
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    for m in _client().get("/api/models"):
+        print(f"{m['id']}  {m['name']:<30} labels {m['labels']}  owner {m['owner']}")
+    return 0
+
+
+def cmd_zoo_list(args: argparse.Namespace) -> int:
+    from cluster.zoo.registry import zoo_entries
+
+    for name, entry in zoo_entries().items():
+        print(f"{name:<24} {entry.description}")
+    return 0
+
+
+def cmd_zoo_add(args: argparse.Namespace) -> int:
+    from cluster.zoo.install import add_zoo_model
+
+    record = add_zoo_model(_client(), Settings.from_env(), args.name, model_name=args.as_name)
+    print(json.dumps({"model": record["id"], "name": record["name"]}))
+    return 0
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    client = _client()
+    body = {"dataset": args.dataset, "model": args.model, "device": args.device, "frames": args.frames,
+            "threshold": args.threshold, "chunk_size": args.chunk_size}
+    job = client.post("/api/jobs", json=body)
+    print(job["id"])
+    if job.get("warning"):
+        print(f"warning: {job['warning']}", file=sys.stderr)
+    if args.wait:
+        from cluster.cli.progress import wait_for
+
+        final = wait_for(lambda: client.get(f"/api/jobs/{job['id']}"))
+        return 0 if final["state"] == "completed" else 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client()
+    if args.wait:
+        from cluster.cli.progress import wait_for
+
+        status = wait_for(lambda: client.get(f"/api/jobs/{args.job}"))
+    else:
+        status = client.get(f"/api/jobs/{args.job}")
+    print(json.dumps(status, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cluster.cli.export import export_job
+
+    path = export_job(_client(), args.job, args.format, Path(args.output))
+    print(path)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cluster.demo.run import run_demo
+
+    return run_demo(data_dir=args.data_dir, out_dir=Path(args.out), port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prelabel", description="Auto-annotate image datasets with OpenVINO models.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("up", help="start a local cluster: Valkey, SeaweedFS S3, workers, dashboard")
+    s.add_argument("--data-dir")
+    s.add_argument("--devices", default=None, help="comma-separated OpenVINO devices, one worker each (CPU)")
+    s.add_argument("--port", type=int, default=None)
+    s.set_defaults(func=cmd_up)
+
+    s = sub.add_parser("down", help="stop the local cluster started by `prelabel up`")
+    s.set_defaults(func=cmd_down)
+
+    s = sub.add_parser("worker", help="run a worker for one device")
+    s.add_argument("--device", default="CPU")
+    s.set_defaults(func=cmd_worker)
+
+    users = sub.add_parser("users", help="accounts").add_subparsers(dest="users_command", required=True)
+    s = users.add_parser("add", help="create an account and print its API token")
+    s.add_argument("name")
+    s.add_argument("--admin", action="store_true")
+    s.add_argument("--save", action="store_true", help="also save the token for this machine's CLI")
+    s.set_defaults(func=cmd_users_add)
+
+    s = sub.add_parser("login", help="save an API token for the CLI")
+    s.add_argument("token")
+    s.set_defaults(func=cmd_login)
+
+    ds = sub.add_parser("datasets", help="datasets").add_subparsers(dest="ds_command", required=True)
+    s = ds.add_parser("add", help="upload images, folders, zip archives and videos into a dataset")
+    s.add_argument("name")
+    s.add_argument("paths", nargs="+")
+    s.set_defaults(func=cmd_datasets_add)
+    s = ds.add_parser("list")
+    s.set_defaults(func=cmd_datasets_list)
+
+    ms = sub.add_parser("models", help="models").add_subparsers(dest="models_command", required=True)
+    s = ms.add_parser("add", help="register a model (IR, ONNX or TFLite) with labels and a script")
+    s.add_argument("name")
+    s.add_argument("--model", required=True)
+    s.add_argument("--weights")
+    s.add_argument("--labels", required=True)
+    s.add_argument("--script", required=True)
+    s.add_argument("--input-size", help="WIDTHxHEIGHT the network takes (default: from the model)")
+    s.add_argument("--layout", choices=["NCHW", "NHWC", "nchw", "nhwc"])
+    s.add_argument("--color", choices=["RGB", "BGR", "rgb", "bgr"])
+    s.add_argument("--mean", help="comma-separated per-channel mean")
+    s.add_argument("--scale", help="comma-separated per-channel scale (divisor)")
+    s.add_argument("--resize", choices=["linear", "nearest", "cubic"])
+    s.add_argument("--trusted", action="store_true", help="admins only: run the script as full Python")
+    s.set_defaults(func=cmd_models_add)
+    s = ms.add_parser("list")
+    s.set_defaults(func=cmd_models_list)
+
+    zs = sub.add_parser("zoo", help="ready-made models").add_subparsers(dest="zoo_command", required=True)
+    s = zs.add_parser("list")
+    s.set_defaults(func=cmd_zoo_list)
+    s = zs.add_parser("add", help="fetch, convert and register a zoo model")
+    s.add_argument("name")
+    s.add_argument("--as", dest="as_name", help="register under this model name (default: the zoo name)")
+    s.set_defaults(func=cmd_zoo_add)
+
+    s = sub.add_parser("annotate", help="start an annotation job")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", required=True)
+    s.add_argument("--device", default="CPU")
+    s.add_argument("--frames", help="START-END[:STEP], END inclusive (default: all)")
+    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--chunk-size", type=int, default=None)
+    s.add_argument("--wait", action="store_true", help="show a progress bar until the job ends")
+    s.set_defaults(func=cmd_annotate)
+
+    s = sub.add_parser("status", help="a job's state and progress")
+    s.add_argument("job")
+    s.add_argument("--wait", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("export", help="write a job's annotations to a file")
+    s.add_argument("job")
+    s.add_argument("--format", choices=["cvat", "coco", "masks"], required=True)
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("demo", help="the whole path on real data, from nothing to exports")
+    s.add_argument("--data-dir")
+    s.add_argument("--out", default="prelabel-demo")
+    s.add_argument("--port", type=int, default=None)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except PrelabelError as exc:
+        print(f"prelabel: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`prelabel demo`: the main job on real data, from a fresh machine to three exports."""

@@ -1,0 +1,223 @@
+"""Annotation exports: CVAT for images 1.1 XML, COCO instances JSON and PNG class masks.
+
+Pure, streaming writers over the frame results the workers store (the caller reads them from
+storage and hands over an iterator; memory does not grow with the number of frames, except the
+zip directory of :func:`write_masks`, which :mod:`zipfile` keeps in memory by design).
+
+Input model
+-----------
+``labels``: ``{"1": "person", ...}`` label id (string) to name. COCO category ids and mask pixel
+values are ``int(label id)``.
+
+``frames``: one-shot iterator, in increasing frame order, of
+``{"frame": int, "name": str, "width": int, "height": int, "shapes": [shape, ...]}``; a shape is
+``{"type": "rectangle"|"polygon"|"polyline"|"points"|"mask"|"tag", "label": "1",
+"points": [x1, y1, x2, y2, ...], "score": float?, "attributes": {name: str|int|float|bool}?,
+"rle": {"size": [h, w], "counts": [...]}}`` (``rle`` for masks only: COCO uncompressed RLE,
+column-major, first count zeros, sized like the frame). Rectangles are ``[xtl, ytl, xbr, ybr]``
+in frame pixels; a mask's ``points`` (its bbox) are not needed, the box is computed from the RLE.
+
+``failed``: optional iterable of ``{"frame", "name", "reason"}`` for frames that produced no result.
+
+Bad data never aborts an export half-way: an invalid frame or shape is skipped and counted in the
+returned :class:`ExportSummary` (``skipped`` by reason, the first messages in ``problems``).
+Only arguments that make the whole export impossible (label ids that are not integers for
+COCO/masks, mask values above 255) raise :class:`~cluster.errors.InvalidInput`, before anything
+is written.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
+
+from cluster.errors import InvalidInput
+
+SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "mask", "tag")
+_MIN_POINTS = {"rectangle": 2, "polygon": 3, "polyline": 2, "points": 1, "mask": 0, "tag": 0}
+MAX_PROBLEMS = 20
+
+
+@dataclass
+class ExportSummary:
+    """What an export wrote and what it left out."""
+
+    frames: int = 0  # frames written
+    shapes: int = 0  # shapes written
+    failed: int = 0  # failed frames recorded (comment, list or file, depending on the format)
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count (frames and shapes)
+    problems: list[str] = field(default_factory=list)  # the first MAX_PROBLEMS details
+
+    def skip(self, reason: str, detail: str = "") -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(f"{reason}: {detail}" if detail else reason)
+
+
+class FrameResult(NamedTuple):
+    frame: int
+    name: str
+    width: int
+    height: int
+    shapes: list
+
+
+class Shape(NamedTuple):
+    type: str
+    label: str
+    points: list[float]
+    score: float | None
+    attributes: dict[str, str | int | float | bool]
+    rle: dict | None
+
+
+class Failed(NamedTuple):
+    frame: int
+    name: str
+    reason: str
+
+
+def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(labels, Mapping):
+        raise InvalidInput("labels must be a mapping of label id to name")
+    checked = {}
+    for key, name in labels.items():
+        if not isinstance(name, str) or not name:
+            raise InvalidInput(f"label {key!r} has no name", label=str(key))
+        checked[str(key)] = name
+    return checked
+
+
+def numeric_label_ids(labels: Mapping[str, str]) -> dict[str, int]:
+    """``{label id: int(label id)}``, or :class:`InvalidInput` naming the first bad id."""
+    ids = {}
+    for key in labels:
+        try:
+            ids[key] = int(key)
+        except ValueError:
+            raise InvalidInput(f"label id {key!r} is not an integer", label=key) from None
+    return ids
+
+
+def iter_frames(frames: Iterable[Mapping[str, Any]], summary: ExportSummary) -> Iterator[FrameResult]:
+    """Validated frames; malformed, duplicate or out-of-order ones are skipped and counted."""
+    last = None
+    for raw in frames:
+        try:
+            frame = int(raw["frame"])
+            name = str(raw["name"])
+            width, height = int(raw["width"]), int(raw["height"])
+            shapes = list(raw.get("shapes") or ())
+        except (KeyError, TypeError, ValueError) as exc:
+            summary.skip("invalid frame", f"{_where(raw)}: {exc!r}")
+            continue
+        if frame < 0 or width < 1 or height < 1:
+            summary.skip("invalid frame", f"frame {frame} {name!r}: {width}x{height}")
+            continue
+        if last is not None and frame <= last:
+            summary.skip("frame out of order or duplicate", f"frame {frame} after {last}")
+            continue
+        last = frame
+        yield FrameResult(frame, name, width, height, shapes)
+
+
+def parse_shape(raw: Any, frame: FrameResult, labels: Mapping[str, str],
+                summary: ExportSummary) -> Shape | None:
+    """A validated :class:`Shape`, or ``None`` after counting why it was skipped."""
+    where = f"frame {frame.frame} {frame.name!r}"
+    if not isinstance(raw, Mapping):
+        summary.skip("invalid shape", f"{where}: not a mapping")
+        return None
+    kind = raw.get("type")
+    if kind not in SHAPE_TYPES:
+        summary.skip("unknown shape type", f"{where}: {kind!r}")
+        return None
+    label = str(raw.get("label"))
+    if label not in labels:
+        summary.skip("unknown label", f"{where}: label {label!r}")
+        return None
+    try:
+        points = [float(v) for v in raw.get("points") or ()]
+    except (TypeError, ValueError):
+        summary.skip("invalid points", f"{where}: {kind} points are not numbers")
+        return None
+    if len(points) % 2 or not all(math.isfinite(v) for v in points):
+        summary.skip("invalid points", f"{where}: {kind} points are odd or not finite")
+        return None
+    if kind == "rectangle" and len(points) != 4:
+        summary.skip("invalid points", f"{where}: rectangle needs 4 numbers, has {len(points)}")
+        return None
+    if len(points) // 2 < _MIN_POINTS[kind]:
+        summary.skip("too few points", f"{where}: {kind} with {len(points) // 2} point(s)")
+        return None
+    score = raw.get("score")
+    if score is not None:
+        try:
+            score = float(score)
+        except (TypeError, ValueError):
+            score = math.nan
+        if not math.isfinite(score):
+            summary.skip("invalid score", f"{where}: {raw.get('score')!r}")
+            return None
+    attributes = raw.get("attributes") or {}
+    if not isinstance(attributes, Mapping) or not all(
+        isinstance(v, (str, int, float, bool)) for v in attributes.values()
+    ):
+        summary.skip("invalid attributes", f"{where}: {attributes!r:.80}")
+        return None
+    rle = None
+    if kind == "mask":
+        rle = raw.get("rle")
+        size = rle.get("size") if isinstance(rle, Mapping) else None
+        if not isinstance(size, (list, tuple)) or [_int(v) for v in size] != [frame.height,
+                                                                              frame.width]:
+            summary.skip("mask size mismatch",
+                         f"{where}: rle size {size!r}, frame {frame.height}x{frame.width}")
+            return None
+    return Shape(kind, label, points, score, {str(k): v for k, v in attributes.items()}, rle)
+
+
+def iter_failed(failed: Iterable[Mapping[str, Any]] | None) -> Iterator[Failed]:
+    for raw in failed or ():
+        try:
+            yield Failed(int(raw["frame"]), str(raw.get("name", "")), str(raw.get("reason", "")))
+        except (KeyError, TypeError, ValueError):
+            continue
+
+
+def text_writer(out: Any) -> Callable[[str], Any]:
+    """``write(str)`` for a text stream, or UTF-8 encoding for a binary one."""
+    if not callable(getattr(out, "write", None)):
+        raise InvalidInput("out must be a writable text or binary stream")
+    if isinstance(out, io.TextIOBase) or hasattr(out, "encoding"):
+        return out.write
+    return lambda text: out.write(text.encode("utf-8"))
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _where(raw: Any) -> str:
+    if isinstance(raw, Mapping):
+        return f"frame {raw.get('frame')!r} {raw.get('name')!r}"
+    return f"{type(raw).__name__} item"
+
+
+# The writers import the helpers above, so they come last.
+from cluster.export.coco import write_coco  # noqa: E402
+from cluster.export.cvat import write_cvat  # noqa: E402
+from cluster.export.masks import write_masks  # noqa: E402
+
+__all__ = [
+    "ExportSummary",
+    "SHAPE_TYPES",
+    "write_coco",
+    "write_cvat",
+    "write_masks",
+]

@@ -1,0 +1,242 @@
+"""Host-side validation of what a script returned, before anything is stored.
+
+The child process already turned the script's return value into plain data (see ``child.py``); this
+module decides whether that data is a valid list of shapes for one frame and normalises it to the one
+format the rest of Prelabel handles::
+
+    {"type": "rectangle" | "polygon" | "polyline" | "points" | "mask" | "tag",
+     "label": "<label id as str>",
+     "points": [float, ...],          # flat x, y in frame pixels; rectangle and mask: [xtl, ytl, xbr, ybr]
+     "score": float | None,           # in [0, 1]
+     "attributes": {str: str | int | float | bool},
+     "rle": {"size": [h, w], "counts": [int, ...]}}   # masks only (COCO uncompressed, column-major)
+
+Any problem raises ScriptError whose message names the index of the offending shape.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Mapping
+
+import numpy as np
+
+from cluster.errors import ScriptError
+from cluster.scripts import rle as _rle
+
+SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "mask", "tag")
+MARGIN = 0.5  # coordinates may lie up to this fraction of the frame size outside it
+MAX_ATTRIBUTES = 64
+MAX_ATTRIBUTE_KEY = 128
+MAX_ATTRIBUTE_TEXT = 4096
+
+
+def _real(value: Any) -> float | None:
+    """A finite float from a real number that is not a bool; None otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _short(value: Any, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def label_resolver(labels: Mapping[str, str]):
+    """A function mapping a label id (str or int) or a label name to the label id string, or None."""
+    ids = {str(k): str(k) for k in labels}
+    by_name: dict[str, str] = {}
+    for k, name in labels.items():
+        by_name.setdefault(str(name), str(k))
+
+    def resolve(label: Any) -> str | None:
+        if isinstance(label, (bool, np.bool_)):
+            return None
+        if isinstance(label, numbers.Integral):
+            return ids.get(str(int(label)))
+        if isinstance(label, float) and label.is_integer():
+            return ids.get(str(int(label)))
+        if isinstance(label, str):
+            return ids.get(label) or by_name.get(label)
+        return None
+
+    return resolve
+
+
+def validate_shapes(
+    raw: Any,
+    *,
+    width: int,
+    height: int,
+    labels: Mapping[str, str],
+    max_shapes: int = 10_000,
+    max_points: int = 200_000,
+    _resolve: Any = None,
+) -> list[dict[str, Any]]:
+    """Check and normalise one frame's shapes; raise ScriptError naming the first bad shape."""
+    if not isinstance(raw, (list, tuple)):
+        raise ScriptError(f"the script must return a list of shapes, got {type(raw).__name__}")
+    if len(raw) > max_shapes:
+        raise ScriptError(f"the script returned {len(raw)} shapes, more than the limit of {max_shapes}")
+    resolve = _resolve or label_resolver(labels)
+    width, height = int(width), int(height)
+    xlo, xhi = -MARGIN * width, (1 + MARGIN) * width
+    ylo, yhi = -MARGIN * height, (1 + MARGIN) * height
+    total = 0
+    out: list[dict[str, Any]] = []
+    for i, shape in enumerate(raw):
+        where = f"shape {i}"
+        if not isinstance(shape, Mapping):
+            raise ScriptError(f"{where}: expected a dict, got {type(shape).__name__}", shape=i)
+        kind = shape.get("type")
+        if kind not in SHAPE_TYPES:
+            raise ScriptError(
+                f"{where}: unknown type {_short(kind)} (expected one of {', '.join(SHAPE_TYPES)})", shape=i
+            )
+        where = f"shape {i} ({kind})"
+        if "label" not in shape:
+            raise ScriptError(f"{where}: has no label", shape=i)
+        label = resolve(shape["label"])
+        if label is None:
+            known = ", ".join(f"{k}={v}" for k, v in list(labels.items())[:20])
+            raise ScriptError(f"{where}: unknown label {_short(shape['label'])} (known: {known})", shape=i)
+
+        rle = None
+        if kind == "mask":
+            rle = _mask_rle(shape, where, i, width, height)
+
+        pts_in = shape.get("points")
+        if pts_in is None or (kind == "mask" and isinstance(pts_in, (list, tuple)) and len(pts_in) == 0):
+            pts_in = _rle.bbox(rle) if kind == "mask" else []
+        if isinstance(pts_in, np.ndarray):
+            if pts_in.ndim != 1:
+                raise ScriptError(f"{where}: points must be a flat list [x1, y1, x2, y2, ...]", shape=i)
+            pts_in = pts_in.tolist()
+        if not isinstance(pts_in, (list, tuple)):
+            raise ScriptError(f"{where}: points must be a list of numbers, got {type(pts_in).__name__}", shape=i)
+        n = len(pts_in)
+        total += n
+        if total > max_points:
+            raise ScriptError(f"{where}: more than {max_points} coordinates in this frame's shapes", shape=i)
+        _check_count(kind, n, where, i)
+        pts: list[float] = []
+        for j, v in enumerate(pts_in):
+            f = _real(v)
+            if f is None:
+                what = "a nested list" if isinstance(v, (list, tuple)) else _short(v, 30)
+                raise ScriptError(
+                    f"{where}: points[{j}] is {what}, not a finite number (points must be flat [x1, y1, ...])",
+                    shape=i,
+                )
+            lo, hi = (xlo, xhi) if j % 2 == 0 else (ylo, yhi)
+            if not lo <= f <= hi:
+                axis = "x" if j % 2 == 0 else "y"
+                raise ScriptError(
+                    f"{where}: points[{j}] = {f:g} is far outside the {width}x{height} frame "
+                    f"({axis} must lie in [{lo:g}, {hi:g}])",
+                    shape=i,
+                )
+            pts.append(f)
+        if kind in ("rectangle", "mask"):
+            x0, y0, x1, y1 = pts
+            pts = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+
+        score = shape.get("score")
+        if score is not None:
+            s = _real(score)
+            if s is None or not 0.0 <= s <= 1.0:
+                raise ScriptError(f"{where}: score {_short(score)} is not a number in [0, 1]", shape=i)
+            score = s
+
+        attrs = _attributes(shape.get("attributes"), where, i)
+        item: dict[str, Any] = {"type": kind, "label": label, "points": pts, "score": score, "attributes": attrs}
+        if rle is not None:
+            item["rle"] = rle
+        out.append(item)
+    return out
+
+
+def _check_count(kind: str, n: int, where: str, i: int) -> None:
+    if kind in ("rectangle", "mask"):
+        ok, need = n == 4, "exactly 4 numbers [xtl, ytl, xbr, ybr]"
+    elif kind == "polygon":
+        ok, need = n >= 6 and n % 2 == 0, "an even number of coordinates, at least 6 (3 points)"
+    elif kind == "polyline":
+        ok, need = n >= 4 and n % 2 == 0, "an even number of coordinates, at least 4 (2 points)"
+    elif kind == "points":
+        ok, need = n >= 2 and n % 2 == 0, "an even number of coordinates, at least 2 (1 point)"
+    else:  # tag
+        ok, need = n == 0, "no points"
+    if not ok:
+        raise ScriptError(f"{where}: has {n} coordinates, needs {need}", shape=i)
+
+
+def _mask_rle(shape: Mapping[str, Any], where: str, i: int, width: int, height: int) -> dict[str, Any]:
+    if shape.get("mask") is not None:
+        m = shape["mask"]
+        if not isinstance(m, np.ndarray) or m.ndim != 2 or m.dtype.hasobject:
+            raise ScriptError(f"{where}: 'mask' must be a 2-D numpy array", shape=i)
+        r = _rle.encode(m)
+    else:
+        r = shape.get("rle")
+        if not isinstance(r, Mapping):
+            raise ScriptError(f"{where}: needs 'rle' {{'size': [h, w], 'counts': [...]}} or a 'mask' array", shape=i)
+        size, counts = r.get("size"), r.get("counts")
+        if (
+            not isinstance(size, (list, tuple))
+            or len(size) != 2
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size)
+        ):
+            raise ScriptError(f"{where}: rle size must be [height, width], got {_short(size)}", shape=i)
+        if isinstance(counts, np.ndarray):
+            if counts.dtype.kind not in "iu" or counts.ndim != 1:
+                raise ScriptError(f"{where}: rle counts must be a list of integers", shape=i)
+            counts = counts.tolist()
+        if not isinstance(counts, (list, tuple)) or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in counts
+        ):
+            raise ScriptError(f"{where}: rle counts must be a list of integers (uncompressed COCO RLE)", shape=i)
+        if any(v < 0 for v in counts):
+            raise ScriptError(f"{where}: rle counts must not be negative", shape=i)
+        r = {"size": [int(size[0]), int(size[1])], "counts": [int(v) for v in counts]}
+    h, w = r["size"]
+    if (h, w) != (height, width):
+        raise ScriptError(f"{where}: mask size {h}x{w} (h x w) differs from the frame's {height}x{width}", shape=i)
+    total = sum(r["counts"])
+    if total != h * w:
+        raise ScriptError(f"{where}: rle counts sum to {total}, expected height*width = {h * w}", shape=i)
+    return r
+
+
+def _attributes(attrs: Any, where: str, i: int) -> dict[str, Any]:
+    if attrs is None:
+        return {}
+    if not isinstance(attrs, Mapping):
+        raise ScriptError(f"{where}: attributes must be a dict, got {type(attrs).__name__}", shape=i)
+    if len(attrs) > MAX_ATTRIBUTES:
+        raise ScriptError(f"{where}: more than {MAX_ATTRIBUTES} attributes", shape=i)
+    out: dict[str, Any] = {}
+    for k, v in attrs.items():
+        if not isinstance(k, str) or not k or len(k) > MAX_ATTRIBUTE_KEY:
+            raise ScriptError(f"{where}: attribute name {_short(k)} must be a non-empty string", shape=i)
+        if isinstance(v, (bool, np.bool_)):
+            out[k] = bool(v)
+        elif isinstance(v, str):
+            if len(v) > MAX_ATTRIBUTE_TEXT:
+                raise ScriptError(f"{where}: attribute {k!r} is longer than {MAX_ATTRIBUTE_TEXT} characters", shape=i)
+            out[k] = v
+        elif isinstance(v, numbers.Integral):
+            out[k] = int(v)
+        elif (f := _real(v)) is not None:
+            out[k] = f
+        else:
+            raise ScriptError(
+                f"{where}: attribute {k!r} = {_short(v, 30)} must be a string, a finite number or a bool", shape=i
+            )
+    return out
