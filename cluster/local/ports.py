@@ -34,9 +34,16 @@ _lock = threading.Lock()
 _handed_out: set[int] = set()
 
 
-def port_is_free(port: int, host: str = HOST) -> bool:
-    """True when nothing listens on (or is bound to) host:port, i.e. a server could bind it now."""
+def port_is_free(port: int, host: str = HOST, *, reuse_addr: bool = False) -> bool:
+    """True when host:port can be bound now.
+
+    Without ``reuse_addr`` (used when picking) a port with connections lingering in TIME_WAIT
+    counts as taken. With it, the check matches what servers do (SO_REUSEADDR): only a socket
+    bound or listening on the port makes it taken, so a server can be restarted on its old port.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if reuse_addr:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

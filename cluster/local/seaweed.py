@@ -191,7 +191,7 @@ def _pick_ports(s3_port: int | None) -> dict[str, int]:
         if not 0 < s3_port < 65536 - GRPC_OFFSET:
             raise ConfigError(f"S3 port {s3_port} must be below {65536 - GRPC_OFFSET} (its gRPC port is + {GRPC_OFFSET})")
         for p in (s3_port, s3_port + GRPC_OFFSET):
-            if not port_is_free(p):
+            if not port_is_free(p, reuse_addr=True):
                 raise ServiceUnavailable(f"port {p} on {HOST} is in use; SeaweedFS S3 needs {s3_port} and {s3_port + GRPC_OFFSET}")
         avoid |= {s3_port, s3_port + GRPC_OFFSET}
     ports: dict[str, int] = {}

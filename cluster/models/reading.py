@@ -27,6 +27,8 @@ _SOURCE_LINE = re.compile(r"^(Exception from |Check '.*' failed at |\[ (GENERAL_
 def describe_openvino_error(exc: BaseException) -> str:
     """openvino's message without the C++ file locations: the lines a person can act on."""
     lines = [line.strip() for line in str(exc).splitlines()]
+    if "At:" in lines:  # a Python exception raised inside a frontend extension: drop its traceback
+        lines = lines[: lines.index("At:")]
     kept = [line for line in lines if line and not _SOURCE_LINE.match(line)]
     text = " ".join(kept) or type(exc).__name__
     return text if len(text) <= 600 else text[:597] + "..."

@@ -97,7 +97,7 @@ class TransposeConvBiasParams:
     weights_shape: tuple[int, ...]  # OHWI
     output_shape: tuple[int, ...]  # NHWC
 
-    def pads(self) -> tuple[list[int], list[int], list[int]]:
+    def pads(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         """(pads_begin, pads_end, output_padding) over (H, W) for ConvolutionBackpropData.
 
         ``out = stride * (in - 1) + k - pads_begin - pads_end + output_padding``. The output size is
@@ -120,7 +120,7 @@ class TransposeConvBiasParams:
                 begin.append(0)
                 end.append(0)
                 extra.append(-total)
-        return begin, end, extra
+        return (begin[0], begin[1]), (end[0], end[1]), (extra[0], extra[1])
 
 
 def read_transpose_conv_bias_params(path: Path) -> list[TransposeConvBiasParams]:
@@ -200,10 +200,10 @@ def transpose_conv_bias(x: Any, weights: Any, bias: Any, params: TransposeConvBi
         x_nchw,
         w_iohw,
         strides=[params.stride_h, params.stride_w],
-        pads_begin=begin,
-        pads_end=end,
+        pads_begin=list(begin),
+        pads_end=list(end),
         dilations=[1, 1],
-        output_padding=extra,
+        output_padding=list(extra),
     )
     y = ops.transpose(y, ops.constant(np.array([0, 2, 3, 1], np.int64)))
     return ops.add(y, bias)
