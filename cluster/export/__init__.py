@@ -92,12 +92,14 @@ def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
 
 def numeric_label_ids(labels: Mapping[str, str]) -> dict[str, int]:
     """``{label id: int(label id)}``, or :class:`InvalidInput` naming the first bad id."""
-    ids = {}
+    ids: dict[str, int] = {}
     for key in labels:
         try:
             ids[key] = int(key)
         except ValueError:
             raise InvalidInput(f"label id {key!r} is not an integer", label=key) from None
+    if len(set(ids.values())) != len(ids):
+        raise InvalidInput("label ids must be distinct integers", labels=sorted(ids))
     return ids
 
 

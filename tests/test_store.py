@@ -1,0 +1,97 @@
+"""The job store against a real Valkey: atomic transitions, idempotent completion, ownership."""
+
+import pytest
+
+from cluster.errors import Conflict, InvalidTransition, NotFound, Unauthorized
+from cluster.frames import parse_frames, plan_chunks
+from cluster.states import ChunkState, JobState
+from cluster.store import Store
+
+
+@pytest.fixture()
+def store(settings):
+    s = Store.from_settings(settings)
+    yield s
+
+
+def _unique(prefix: str) -> str:
+    import secrets
+
+    return f"{prefix}{secrets.token_hex(3)}"
+
+
+def _job(store, user, frames=40, chunk=16):
+    ds = store.datasets.create(user, _unique("ds"))
+    for i in range(frames):
+        store.datasets.add_frame(ds["id"], name=f"f{i}.jpg", digest=f"d{i}", key=f"k{i}", width=10, height=10)
+    model = store.models.create(user, _unique("m"), {"labels": {"1": "person"}})
+    selection = parse_frames(None, frames)
+    chunks = plan_chunks(selection, chunk)
+    job = store.jobs.create(user, dataset=ds, model=model, device="CPU", frames=selection, chunks=chunks,
+                            settings={"threshold": 0.5, "chunk_size": chunk})
+    return job
+
+
+def test_a_token_authenticates_its_user_and_a_wrong_one_is_refused(store):
+    user, token = store.users.add(_unique("alice"))
+    assert store.users.authenticate(token).name == user.name
+    with pytest.raises(Unauthorized):
+        store.users.authenticate(token + "x")
+    with pytest.raises(Conflict):
+        store.users.add(user.name)
+
+
+def test_adding_the_same_file_twice_keeps_one_frame_with_a_stable_number(store):
+    user, _ = store.users.add(_unique("bob"))
+    ds = store.datasets.create(user, "photos")
+    n1, new1 = store.datasets.add_frame(ds["id"], name="a.jpg", digest="x", key="k", width=4, height=3)
+    n2, new2 = store.datasets.add_frame(ds["id"], name="b.jpg", digest="y", key="k2", width=4, height=3)
+    n3, new3 = store.datasets.add_frame(ds["id"], name="a.jpg", digest="x", key="k", width=4, height=3)
+    assert (n1, new1, n2, new2, n3, new3) == (0, True, 1, True, 0, False)
+    assert [f["name"] for f in store.datasets.frames(ds["id"], 0, 2)] == ["a.jpg", "b.jpg"]
+    assert store.datasets.get(user, "photos")["frame_count"] == 2
+
+
+def test_a_chunk_finished_twice_counts_its_frames_once_and_the_job_completes(store):
+    user, _ = store.users.add(_unique("carol"))
+    job = _job(store, user, frames=40, chunk=16)
+    assert job["chunk_count"] == 3
+    for chunk in range(3):
+        assert store.jobs.claim_chunk(job["id"], chunk)[0]
+    assert store.jobs.get_unchecked(job["id"])["state"] == JobState.RUNNING.value
+    assert store.jobs.claim_chunk(job["id"], 0)[0], "a redelivered running chunk may be claimed again"
+    assert store.jobs.finish_chunk(job["id"], 0, state=ChunkState.DONE, done=16, failed=[])
+    assert not store.jobs.finish_chunk(job["id"], 0, state=ChunkState.DONE, done=16, failed=[])
+    assert not store.jobs.claim_chunk(job["id"], 0)[0], "a done chunk is never run again"
+    store.jobs.finish_chunk(job["id"], 1, state=ChunkState.DONE, done=15,
+                            failed=[{"frame": 20, "name": "f20.jpg", "reason": "corrupt image"}])
+    record = store.jobs.get_unchecked(job["id"])
+    assert record["state"] == "running" and record["frames_done"] == 31 and record["frames_failed"] == 1
+    store.jobs.finish_chunk(job["id"], 2, state=ChunkState.DONE, done=8, failed=[])
+    record = store.jobs.get_unchecked(job["id"])
+    assert record["state"] == "completed"
+    assert record["frames_done"] + record["frames_failed"] == record["frames_total"] == 40
+    assert store.jobs.failed_frames(job["id"]) == [{"frame": 20, "name": "f20.jpg", "reason": "corrupt image"}]
+
+
+def test_a_cancelled_job_refuses_new_chunks_and_cannot_be_restarted(store):
+    user, _ = store.users.add(_unique("dave"))
+    job = _job(store, user, frames=20, chunk=10)
+    store.jobs.cancel(user, job["id"])
+    ok, why = store.jobs.claim_chunk(job["id"], 0)
+    assert not ok and "cancelled" in why
+    with pytest.raises(InvalidTransition):
+        store.jobs.set_state(job["id"], JobState.RUNNING)
+
+
+def test_another_users_job_is_invisible_but_an_admin_sees_it(store):
+    owner, _ = store.users.add(_unique("erin"))
+    other, _ = store.users.add(_unique("frank"))
+    admin, _ = store.users.add(_unique("root"), admin=True)
+    job = _job(store, owner, frames=5)
+    with pytest.raises(NotFound):
+        store.jobs.get(other, job["id"])
+    with pytest.raises(NotFound):
+        store.jobs.cancel(other, job["id"])
+    assert job["id"] not in [j["id"] for j in store.jobs.list(other)]
+    assert store.jobs.get(admin, job["id"])["owner"] == owner.name
