@@ -136,10 +136,10 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:
-    from cluster.zoo.registry import zoo_entries
+    from cluster.zoo.registry import load_zoo
 
-    for name, entry in zoo_entries().items():
-        print(f"{name:<24} {entry.description}")
+    for name, entry in load_zoo().items():
+        print(f"{name.replace('_', '-'):<24} {entry.description}")
     return 0
 
 

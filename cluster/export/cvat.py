@@ -89,8 +89,8 @@ def _meta_lines(key: str, value: Any, level: int) -> list[str]:
 
 
 def _header(labels: Mapping[str, str], job_meta: Mapping[str, Any]) -> str:
-    task = {"mode": "annotation"}
-    task.update({k: v for k, v in job_meta.items() if k != "labels"})
+    task = {k: v for k, v in job_meta.items() if k != "labels"}
+    task.setdefault("mode", "annotation")
     lines = ['<?xml version="1.0" encoding="utf-8"?>', "<annotations>",
              f"  <version>{VERSION}</version>", "  <meta>", "    <task>"]
     for key, value in task.items():

@@ -4,7 +4,7 @@ All bound to 127.0.0.1 on free ports, with their data and logs under a given dir
 as managed child processes that die with their parent.
 """
 
-from cluster.local.ports import free_port, free_port_pair, port_is_free
+from cluster.local.ports import free_port, free_port_pair, listening_ports, port_is_free
 from cluster.local.process import ManagedProcess
 from cluster.local.seaweed import SeaweedProcess, start_seaweed, weed_binary
 from cluster.local.valkey import ValkeyProcess, start_valkey, valkey_binary
@@ -15,6 +15,7 @@ __all__ = [
     "ValkeyProcess",
     "free_port",
     "free_port_pair",
+    "listening_ports",
     "port_is_free",
     "start_seaweed",
     "start_valkey",

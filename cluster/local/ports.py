@@ -12,6 +12,7 @@ valid port too.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import threading
@@ -88,3 +89,36 @@ def _pick(avoid: Set[int], port_range: tuple[int, int], *, offsets: tuple[int, .
         host=host,
         range=[low, high],
     )
+
+
+def listening_ports(pid: int) -> set[int] | None:
+    """TCP ports process ``pid`` listens on, read from /proc; None where /proc cannot tell.
+
+    Used by readiness probes to make sure the server that answers is the one just started, not
+    another one that already held the port.
+    """
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return None
+    inodes = set()
+    for fd in fds:
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                next(fh, None)
+                for line in fh:
+                    cols = line.split()
+                    if len(cols) > 9 and cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                        ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            continue
+    return ports

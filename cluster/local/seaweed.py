@@ -32,7 +32,7 @@ import urllib3
 from minio import Minio
 
 from cluster.errors import ConfigError, ServiceUnavailable
-from cluster.local.ports import GRPC_OFFSET, HOST, free_port_pair, port_is_free
+from cluster.local.ports import GRPC_OFFSET, HOST, free_port_pair, listening_ports, port_is_free
 from cluster.local.process import ManagedProcess
 
 READY_TIMEOUT_S = 60.0
@@ -164,14 +164,12 @@ def start_seaweed(
         proc = ManagedProcess(argv, log_path=log_path, cwd=data_dir, env=env, name="weed server", grace_s=STOP_GRACE_S)
         proc.start()
         try:
-            ready_s = proc.wait_ready(_s3_probe(f"{HOST}:{ports['s3']}", access_key, secret_key), timeout_s, interval_s=0.25)
+            probe = _s3_probe(HOST, ports["s3"], access_key, secret_key, proc.pid)
+            ready_s = proc.wait_ready(probe, timeout_s, interval_s=0.25)
         except ServiceUnavailable as exc:
-            if "address already in use" in str(exc.details.get("log_tail", "")).lower():
-                # Another server holds one of the ports: its sockets are not ours to remove.
-                if attempt < attempts:
-                    continue
-                raise
             _remove_sockets(ports)
+            if attempt < attempts and "address already in use" in str(exc.details.get("log_tail", "")).lower():
+                continue  # another server took one of the picked ports meanwhile: pick again
             raise
         return SeaweedProcess(
             ports=ports,
@@ -232,13 +230,17 @@ def _minio(endpoint: str, access_key: str, secret_key: str, *, timeout_s: float 
     return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=False, http_client=http)
 
 
-def _s3_probe(endpoint: str, access_key: str, secret_key: str):  # noqa: ANN202 - a probe for wait_ready
-    """Ready = list buckets, then create and delete a bucket (Seaweed is readable before writable)."""
+def _s3_probe(host: str, port: int, access_key: str, secret_key: str, pid: int | None):  # noqa: ANN202
+    """Ready = list buckets, then create and delete a bucket (Seaweed is readable before writable),
+    on a port that our process listens on (not another server that already held it)."""
     http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=0.5, read=5.0), retries=False)
-    client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=False, http_client=http)
+    client = Minio(f"{host}:{port}", access_key=access_key, secret_key=secret_key, secure=False, http_client=http)
     leftovers: list[str] = []
 
     def probe() -> bool:
+        ours = listening_ports(pid) if pid is not None else None
+        if ours is not None and port not in ours:
+            return False  # not listening yet (or someone else is)
         client.list_buckets()
         bucket = f"prelabel-ready-{uuid.uuid4().hex[:12]}"
         leftovers.append(bucket)
@@ -254,11 +256,21 @@ def _s3_probe(endpoint: str, access_key: str, secret_key: str):  # noqa: ANN202 
 
 
 def _remove_sockets(ports: dict[str, int]) -> None:
-    """Seaweed leaves unix sockets in /tmp named by port (/tmp is hard-coded there)."""
-    names = [f"seaweedfs-{kind}-{ports[kind]}.sock" for kind in ("filer", "s3") if kind in ports]
-    names += [f"seaweedfs-{kind}-grpc-{ports[kind] + GRPC_OFFSET}.sock" for kind in _COMPONENTS if kind in ports]
-    for name in names:
+    """Remove the unix sockets Seaweed leaves in /tmp (hard-coded there), named by TCP port.
+
+    Only for TCP ports nobody listens on now: a socket named after a port that another live
+    Seaweed holds (say, after a port collision) is that server's, not ours.
+    """
+    sockets = [(f"seaweedfs-{kind}-{ports[kind]}.sock", ports[kind]) for kind in ("filer", "s3") if kind in ports]
+    sockets += [
+        (f"seaweedfs-{kind}-grpc-{ports[kind] + GRPC_OFFSET}.sock", ports[kind] + GRPC_OFFSET)
+        for kind in _COMPONENTS
+        if kind in ports
+    ]
+    for name, tcp_port in sockets:
         path = Path("/tmp") / name
+        if not port_is_free(tcp_port, reuse_addr=True):
+            continue
         try:
             if stat.S_ISSOCK(path.lstat().st_mode):
                 path.unlink()

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cluster.errors import ConfigError, ServiceUnavailable
 from cluster.local.ports import HOST, free_port
@@ -110,7 +112,7 @@ def start_valkey(
         proc = ManagedProcess(argv, log_path=log_path, cwd=data_dir, name="valkey-server", grace_s=STOP_GRACE_S)
         proc.start()
         try:
-            ready_s = proc.wait_ready(_pinger(chosen), timeout_s)
+            ready_s = proc.wait_ready(_pinger(chosen, proc.pid), timeout_s, interval_s=0.05)
         except ServiceUnavailable as exc:
             if attempt < attempts and _port_taken(exc):
                 continue
@@ -119,11 +121,21 @@ def start_valkey(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _pinger(port: int):  # noqa: ANN202 - a probe for ManagedProcess.wait_ready
+def _pinger(port: int, pid: int | None):  # noqa: ANN202 - a probe for ManagedProcess.wait_ready
+    """PING answered by *our* server: another one may already hold the port (ours then exits)."""
+
     def probe() -> bool:
-        client = redis.Redis(host=HOST, port=port, socket_connect_timeout=0.5, socket_timeout=1.0)
+        # No retries: one probe must stay short, or a dead server is noticed late.
+        client = redis.Redis(
+            host=HOST, port=port, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
+        )
         try:
-            return bool(client.ping())  # raises while loading the AOF ("LOADING")
+            if not client.ping():  # raises while loading the AOF ("LOADING")
+                return False
+            answering = client.info("server").get("process_id")
+            if answering != pid:
+                raise ServiceUnavailable(f"port {port} is answered by another server (pid {answering})")
+            return True
         finally:
             client.close()
 

@@ -57,7 +57,9 @@ class Preprocessing:
         if self.layout is not None:
             layout = str(self.layout).upper()
             if layout not in LAYOUTS:
-                raise InvalidInput(f"preprocessing layout must be one of {', '.join(LAYOUTS)} or null, got {self.layout!r}")
+                raise InvalidInput(
+                    f"preprocessing layout must be one of {', '.join(LAYOUTS)} or null, got {self.layout!r}"
+                )
             object.__setattr__(self, "layout", layout)
         color = str(self.color).upper()
         if color not in COLORS:
@@ -115,7 +117,9 @@ def _floats(name: str, value: Any) -> list[float] | None:
     try:
         out = [float(v) for v in items]
     except (TypeError, ValueError):
-        raise InvalidInput(f"preprocessing {name} must be a number or a list of 1 or 3 numbers, got {value!r}") from None
+        raise InvalidInput(
+            f"preprocessing {name} must be a number or a list of 1 or 3 numbers, got {value!r}"
+        ) from None
     if len(out) not in (1, 3):
         raise InvalidInput(f"preprocessing {name} must have 1 or 3 values, got {len(out)}")
     if any(v != v or v in (float("inf"), float("-inf")) for v in out):
@@ -215,10 +219,11 @@ def apply_preprocessing(model: ov.Model, prep: Preprocessing) -> ov.Model:
             ) from exc
         image = model.inputs[0]
 
-    if prep.mean is not None and len(prep.mean) != 1 and len(prep.mean) != channels:
-        raise InvalidInput(f"preprocessing mean has {len(prep.mean)} values but the model takes {channels} channel(s)")
-    if prep.scale is not None and len(prep.scale) != 1 and len(prep.scale) != channels:
-        raise InvalidInput(f"preprocessing scale has {len(prep.scale)} values but the model takes {channels} channel(s)")
+    for name, values in (("mean", prep.mean), ("scale", prep.scale)):
+        if values is not None and len(values) not in (1, channels):
+            raise InvalidInput(
+                f"preprocessing {name} has {len(values)} values but the model takes {channels} channel(s)"
+            )
 
     algorithm = {
         "linear": ResizeAlgorithm.RESIZE_LINEAR,

@@ -98,5 +98,7 @@ def save_ir(model: ov.Model, directory: Path, name: str = "model") -> tuple[Path
     try:
         ov.save_model(model, str(xml_path), compress_to_fp16=False)
     except Exception as exc:
-        raise ModelError(f"cannot save the model as OpenVINO IR in {directory}: {describe_openvino_error(exc)}") from exc
+        raise ModelError(
+            f"cannot save the model as OpenVINO IR in {directory}: {describe_openvino_error(exc)}"
+        ) from exc
     return xml_path, xml_path.with_suffix(".bin")

@@ -95,14 +95,49 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return np.frombuffer(data, dtype=dtype, count=count, offset=off).reshape(shape)
 
 
-def pack(obj: Any, max_size: int = DEFAULT_MAX_MESSAGE) -> bytes:
-    """Serialise one message with its length header."""
+def _strict_default(obj: Any) -> Any:
+    """For ``strict=True``: turn what a script returned into exact builtin types without running any
+    method the script could have overridden (a float subclass's ``__float__``, a list's ``__iter__``)."""
+    if isinstance(obj, np.ndarray):
+        return _encode_array(obj)
+    if isinstance(obj, np.generic):
+        return _default(obj)
+    if isinstance(obj, int):  # bool cannot be subclassed, so this is an int subclass
+        return int.__int__(obj)
+    if isinstance(obj, float):
+        return float.__float__(obj)
+    if isinstance(obj, str):
+        return str.__str__(obj)
+    if isinstance(obj, dict):
+        return dict.copy(obj)
+    if isinstance(obj, list):
+        return list.copy(obj)
+    if isinstance(obj, tuple):
+        return list(tuple.__iter__(obj))
+    if isinstance(obj, bytes):
+        return bytes(memoryview(obj))
+    kind = "a function" if callable(obj) else f"a {type(obj).__name__}"
+    raise ProtocolError(f"{kind} cannot be sent (use lists, dicts, strings, numbers, bools, None or arrays)")
+
+
+def pack(obj: Any, max_size: int = DEFAULT_MAX_MESSAGE, *, strict: bool = False) -> bytes:
+    """Serialise one message with its length header.
+
+    ``strict=True`` is for data a script produced: only exact builtin types are packed as they are,
+    subclasses are converted to their base type without calling their methods, tuples become lists.
+    """
     try:
-        body = msgpack.packb(obj, default=_default, use_bin_type=True, datetime=False)
+        if strict:
+            body = msgpack.packb(obj, default=_strict_default, use_bin_type=True, datetime=False, strict_types=True)
+        else:
+            body = msgpack.packb(obj, default=_default, use_bin_type=True, datetime=False)
     except ProtocolError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
-        raise ProtocolError(f"message cannot be serialised: {exc}") from None
+        text = str(exc)
+        if "recursion" in text or "nest" in text:
+            text = "data nested too deeply (or refers to itself)"
+        raise ProtocolError(f"message cannot be serialised: {text}") from None
     if len(body) > max_size:
         raise ProtocolError(f"message of {len(body)} bytes exceeds the {max_size}-byte limit")
     return HEADER.pack(len(body)) + body
@@ -111,7 +146,7 @@ def pack(obj: Any, max_size: int = DEFAULT_MAX_MESSAGE) -> bytes:
 def unpack(body: bytes | bytearray | memoryview) -> Any:
     """Deserialise one message body (without its header)."""
     try:
-        return msgpack.unpackb(body, raw=False, ext_hook=_ext_hook, strict_map_key=True, use_list=True)
+        return msgpack.unpackb(body, raw=False, ext_hook=_ext_hook, strict_map_key=False, use_list=True)
     except ProtocolError:
         raise
     except Exception as exc:  # msgpack raises a zoo of types for bad input

@@ -60,8 +60,9 @@ def label_resolver(labels: Mapping[str, str]):
             return None
         if isinstance(label, numbers.Integral):
             return ids.get(str(int(label)))
-        if isinstance(label, float) and label.is_integer():
-            return ids.get(str(int(label)))
+        if isinstance(label, numbers.Real):
+            f = float(label)
+            return ids.get(str(int(f))) if math.isfinite(f) and f.is_integer() else None
         if isinstance(label, str):
             return ids.get(label) or by_name.get(label)
         return None
@@ -120,6 +121,12 @@ def validate_shapes(
             pts_in = pts_in.tolist()
         if not isinstance(pts_in, (list, tuple)):
             raise ScriptError(f"{where}: points must be a list of numbers, got {type(pts_in).__name__}", shape=i)
+        if pts_in and isinstance(pts_in[0], (list, tuple, np.ndarray)):
+            raise ScriptError(
+                f"{where}: points is a nested list; it must be flat [x1, y1, x2, y2, ...] "
+                "(shapes.flat_points() flattens pairs)",
+                shape=i,
+            )
         n = len(pts_in)
         total += n
         if total > max_points:

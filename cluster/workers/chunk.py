@@ -18,16 +18,15 @@ import numpy as np
 import openvino as ov
 
 from cluster.config import Settings
-from cluster.errors import FrameError, PrelabelError, ScriptError
-from cluster.models.engine import InferenceEngine
+from cluster.errors import FrameError, PrelabelError
+from cluster.models.engine import EngineCache, InferenceEngine
 from cluster.models.preprocessing import Preprocessing, apply_preprocessing
 from cluster.models.reading import read_model
-from cluster.scripts.pool import ScriptPool
-from cluster.scripts.validate import validate_shapes
+from cluster.scripts.pool import FrameInput, ScriptPool
 from cluster.states import ChunkState
 from cluster.storage import Keys, ObjectStore
 from cluster.store import Store
-from cluster.workers.artifacts import LruCache, ModelFiles
+from cluster.workers.artifacts import ModelFiles
 from cluster.workers.decode import decode_rgb
 from cluster.workers.metrics import WorkerMetrics
 
@@ -63,8 +62,8 @@ class ChunkProcessor:
         self.last_attempt = last_attempt
         self.core = ov.Core()
         self.files = ModelFiles(objects, Path(settings.cache_dir))
-        self.engines = LruCache(4)
-        self.scripts = ScriptPool(timeout_s=settings.script_timeout_s)
+        self.engines = EngineCache(capacity=4)
+        self.scripts = ScriptPool.from_settings(settings)
         self.fetcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fetch")
 
     def close(self) -> None:
@@ -157,15 +156,13 @@ class ChunkProcessor:
                 self.metrics.inference.labels(self.device).observe(per_frame)
 
         inputs = [
-            {
-                "frame": {
-                    "id": outcomes[i].frame,
-                    "name": outcomes[i].name,
-                    "width": outcomes[i].width,
-                    "height": outcomes[i].height,
-                },
-                "outputs": outputs,
-            }
+            FrameInput(
+                id=outcomes[i].frame,
+                name=outcomes[i].name,
+                width=outcomes[i].width,
+                height=outcomes[i].height,
+                outputs=outputs,
+            )
             for (i, _), outputs in zip(decoded, results)
         ]
         context = {"threshold": job["settings"].get("threshold", 0.5)}
@@ -174,12 +171,6 @@ class ChunkProcessor:
             if isinstance(shapes, Exception):
                 outcomes[i].reason = f"script error: {shapes}"
                 self.metrics.errors.labels(self.device, "script").inc()
-                continue
-            try:
-                outcomes[i].shapes = validate_shapes(
-                    shapes, width=outcomes[i].width, height=outcomes[i].height, labels=model["labels"]
-                )
-            except ScriptError as exc:
-                outcomes[i].reason = f"invalid script result: {exc.message}"
-                self.metrics.errors.labels(self.device, "result").inc()
+            else:
+                outcomes[i].shapes = shapes
         return outcomes

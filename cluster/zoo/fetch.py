@@ -87,6 +87,13 @@ def _download(package: str, version: str, base: Path) -> Path:
         wheels = sorted(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:
             tail = _tail(done.stderr or done.stdout)
+            if "(from versions: none)" in tail:  # what pip says offline, too: it hides the connection error
+                raise ServiceUnavailable(
+                    f"pip download {spec} found no version of {package} at all: the package index is "
+                    f"unreachable (offline?) or has no such package. {tail}",
+                    package=package,
+                    version=version,
+                )
             if "No matching distribution" in tail or "Could not find a version" in tail:
                 raise ModelError(
                     f"pip download {spec} found no wheel for this Python ({sys.version.split()[0]}) "

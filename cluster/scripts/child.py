@@ -1,0 +1,382 @@
+"""The process an interpretation script runs in.
+
+Started by ``pool.py`` as a fresh interpreter (never a fork of the worker)::
+
+    python -I -B -c BOOTSTRAP <dir holding the cluster package> <worker pid> <max message bytes>
+
+with ``env`` scrubbed to a handful of harmless variables, ``close_fds=True``, its own session, ``/`` as
+working directory and three pipes. ``-I`` keeps PYTHON* variables, the user site and the current
+directory out of ``sys.path``; BOOTSTRAP puts the one directory holding ``cluster`` back.
+
+File descriptors: the protocol runs over private duplicates of fds 0 and 1; fds 0 and 1 themselves
+are pointed at /dev/null, so ``print``, ``input`` and ``os.write(1, ...)`` in a script can neither
+read nor corrupt the protocol. fd 2 stays the pipe to the worker, which keeps a bounded tail of it
+for error messages (tracebacks, faulthandler's dump on a crash).
+
+Conversation (each message a length-prefixed msgpack map, see ``protocol.py``):
+
+    worker -> child                                  child -> worker
+    {"op": "load", "source", "style", "imports",      {"op": "ready", "load_s", "import_s", "pid"}
+     "labels", "trusted", "allowed", "denied",        or {"op": "error", "error", "line", "traceback"}
+     "max_shapes", "max_points"}
+    {"op": "run", "frames": [{"id", "name",           one {"op": "result", "i": k, "ok": [shape, ...]}
+     "width", "height", "outputs": {name: array}}],    or {"op": "result", "i": k, "error", "line",
+     "context", "labels"}                               "kind", "traceback"} per frame, in order
+    {"op": "ping"}                                    {"op": "pong"}
+    {"op": "exit"} or end of stream                   (exits)
+
+Load sequence: import every module the static analysis found (``imports.py``), then
+``apply_sandbox()``, then compile and (modern style) execute the script's top level, then "ready".
+The sandbox goes in *before* any script code runs, top level included, and after everything the
+script imports is in ``sys.modules``, so the OS layer can forbid opening files from then on.
+
+A script exception becomes an error reply for the frames it concerns and the process goes on; only
+a dead, hung or garbling child is killed (from outside, by the worker).
+"""
+
+from __future__ import annotations
+
+import builtins
+import faulthandler
+import importlib
+import linecache
+import os
+import sys
+import threading
+import time
+import traceback
+from types import ModuleType
+from typing import Any, Callable
+
+from cluster.scripts import protocol
+from cluster.scripts import shapes as _shapes
+from cluster.scripts.imports import SCRIPT_FILENAME, STYLE_LEGACY, is_allowed
+from cluster.scripts.rle import encode as _encode_mask
+
+BOOTSTRAP = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from cluster.scripts.child import main; main(sys.argv[2:])"
+)
+
+# Builtins an untrusted script does not get. This is a convenience that turns naive misuse into a
+# clear NameError, not a security boundary: print.__self__ hands back the real builtins module, so
+# the OS sandbox is what actually confines a script.
+REMOVED_BUILTINS = ("open", "input", "breakpoint", "help", "exit", "quit", "compile", "exec", "eval")
+
+TRACEBACK_CHARS = 4000
+
+
+def apply_sandbox(policy: dict[str, Any]) -> None:
+    """Confine this process before any script code runs. A no-op for now.
+
+    Called exactly once per process, after every module in the load message's ``imports`` is in
+    ``sys.modules`` and before the script is compiled and its top level executed; the protocol fds
+    are open and must stay usable (read on the input fd, write on the output fd and on fd 2).
+    ``policy`` holds ``trusted`` (bool). The OS sandbox task fills this in: rlimits (address space,
+    CPU seconds, processes, file size, open files), Landlock (no file system access), seccomp (no
+    socket/connect, execve, fork/clone of processes, ptrace, process_vm_*, kill outside the process),
+    ``PR_SET_NO_NEW_PRIVS`` and ``PR_SET_DUMPABLE=0``. It must raise on failure so that the load fails
+    rather than run a script unconfined.
+    """
+    return None
+
+
+class Frame(dict):
+    """The ``frame`` argument: a dict (``frame["width"]``, ``frame.get("id")``) whose keys also read as
+    attributes (``frame.width``)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class ResultError(Exception):
+    """What the script returned cannot be sent back (too many shapes, bad mask, ...)."""
+
+
+def script_location(tb: Any) -> tuple[int, str]:
+    """(line, function) of the innermost traceback entry in the script itself, or (0, "")."""
+    line, func = 0, ""
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == SCRIPT_FILENAME:
+            line, func = tb.tb_lineno, code.co_name
+        tb = tb.tb_next
+    return line, func
+
+
+def describe_exception(exc: BaseException, during: str = "") -> dict[str, Any]:
+    """An error reply body: "<Type>: <message> (script line N, in f)" plus a bounded traceback."""
+    if isinstance(exc, SyntaxError) and exc.filename == SCRIPT_FILENAME:
+        line, func = exc.lineno or 0, ""
+    else:
+        line, func = script_location(exc.__traceback__)
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()
+    last = text[-1] if text else type(exc).__name__
+    if isinstance(exc, SystemExit):
+        last = f"the script called exit({exc.code!r})"
+    where = f" (script line {line}{', in ' + func if func and func != '<module>' else ''})" if line else ""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(tb) > TRACEBACK_CHARS:
+        tb = "...\n" + tb[-TRACEBACK_CHARS:]
+    return {"error": f"{during}{last}{where}", "line": line, "traceback": tb}
+
+
+def _guarded_import(allowed: frozenset[str], denied: frozenset[str]) -> Callable[..., ModuleType]:
+    real = builtins.__import__
+
+    def __import__(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> ModuleType:
+        if level:
+            raise ImportError("relative imports are not allowed in scripts")
+        if not is_allowed(name, allowed, denied):
+            raise ImportError(f"import not allowed: {name}")
+        module = real(name, globals, locals, fromlist, level)
+        for sub in fromlist or ():
+            if isinstance(getattr(module, sub, None), ModuleType) and not is_allowed(f"{name}.{sub}", allowed, denied):
+                raise ImportError(f"import not allowed: {name}.{sub}")
+        return module
+
+    return __import__
+
+
+class Session:
+    """One script loaded in this process, answering "run" messages."""
+
+    def __init__(self, send: Callable[[dict[str, Any], bool], None]) -> None:
+        self._send = send
+        self.loaded = False
+        self.style = ""
+        self.code: Any = None
+        self.interpret: Callable[..., Any] | None = None
+        self.builtins: dict[str, Any] = builtins.__dict__
+        self.max_shapes = 10_000
+        self.max_points = 200_000
+
+    # -- load ---------------------------------------------------------------------------------
+    def load(self, msg: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        if self.loaded:
+            return {"op": "error", "error": "a script is already loaded in this process", "line": 0}
+        source = msg["source"]
+        self.style = msg.get("style") or STYLE_LEGACY
+        self.max_shapes = int(msg.get("max_shapes") or self.max_shapes)
+        self.max_points = int(msg.get("max_points") or self.max_points)
+        for name, line in msg.get("imports") or ():
+            try:
+                importlib.import_module(name)
+            except BaseException as exc:  # noqa: BLE001 - a module's import code may raise anything
+                body = describe_exception(exc)
+                body["error"] = f"importing {name} failed: {body['error'].split(' (script line')[0]} (line {line})"
+                body["line"] = line
+                return {"op": "error", **body}
+        t_imports = time.perf_counter() - t0
+        trusted = bool(msg.get("trusted"))
+        if not trusted:
+            allowed = frozenset(msg.get("allowed") or ())
+            denied = frozenset(msg.get("denied") or ())
+            restricted = {k: v for k, v in builtins.__dict__.items() if k not in REMOVED_BUILTINS}
+            restricted["__import__"] = _guarded_import(allowed, denied)
+            self.builtins = restricted
+        try:
+            apply_sandbox({"trusted": trusted})
+        except BaseException as exc:  # noqa: BLE001
+            return {"op": "error", **describe_exception(exc, "the sandbox could not be applied: ")}
+        linecache.cache[SCRIPT_FILENAME] = (len(source), None, source.splitlines(True), SCRIPT_FILENAME)
+        try:
+            self.code = compile(source, SCRIPT_FILENAME, "exec", dont_inherit=True)
+            if self.style != STYLE_LEGACY:
+                g = self._globals()
+                exec(self.code, g)
+                fn = g.get("interpret")
+                if not callable(fn):
+                    return {"op": "error", "error": "the script defines no callable interpret()", "line": 0}
+                self.interpret = fn
+        except BaseException as exc:  # noqa: BLE001 - anything the script's top level raises
+            return {"op": "error", **describe_exception(exc, "loading the script failed: ")}
+        self.loaded = True
+        return {"op": "ready", "load_s": time.perf_counter() - t0, "import_s": t_imports, "pid": os.getpid()}
+
+    def _globals(self, **extra: Any) -> dict[str, Any]:
+        g: dict[str, Any] = {"__builtins__": self.builtins, "__name__": "__script__", "shapes": _shapes.namespace()}
+        g.update(extra)
+        return g
+
+    # -- run ----------------------------------------------------------------------------------
+    def run(self, msg: dict[str, Any]) -> None:
+        frames = msg.get("frames") or []
+        context = msg.get("context") or {}
+        labels = msg.get("labels") or {}
+        if not self.loaded:
+            for i in range(len(frames)):
+                self._send({"op": "result", "i": i, "error": "no script is loaded", "kind": "protocol"}, False)
+            return
+        if self.style == STYLE_LEGACY:
+            self._run_legacy(frames, context)
+        else:
+            self._run_modern(frames, context, labels)
+
+    def _run_modern(self, frames: list[dict[str, Any]], context: dict[str, Any], labels: dict[str, Any]) -> None:
+        assert self.interpret is not None
+        for i, f in enumerate(frames):
+            frame = Frame(id=f.get("id"), name=f.get("name", ""), width=f.get("width"), height=f.get("height"))
+            try:
+                result = self.interpret(dict(f.get("outputs") or {}), frame, dict(labels), dict(context))
+            except BaseException as exc:  # noqa: BLE001 - the script's own error, reported for this frame
+                self._reply_error(i, describe_exception(exc), "exception")
+                continue
+            self._reply_result(i, result)
+
+    def _run_legacy(self, frames: list[dict[str, Any]], context: dict[str, Any]) -> None:
+        ids = [f.get("id") for f in frames]
+        results = _shapes.LegacyResults(ids)
+        detections = []
+        for f in frames:
+            # CVAT gave scripts writable arrays and some scripts modify them in place
+            outs = {k: v.copy() if hasattr(v, "copy") else v for k, v in (f.get("outputs") or {}).items()}
+            det = next(iter(outs.values())) if len(outs) == 1 else outs
+            detections.append(
+                {"frame_id": f.get("id"), "frame_height": f.get("height"), "frame_width": f.get("width"), "detections": det}
+            )
+        try:
+            exec(self.code, self._globals(detections=detections, results=results))
+        except BaseException as exc:  # noqa: BLE001
+            body = describe_exception(exc)
+            for i in range(len(frames)):
+                self._reply_error(i, body, "exception")
+            return
+        for i, fid in enumerate(ids):
+            self._reply_result(i, results.for_frame(fid))
+
+    def _reply_error(self, i: int, body: dict[str, Any], kind: str) -> None:
+        self._send({"op": "result", "i": i, "kind": kind, **body}, False)
+
+    def _reply_result(self, i: int, result: Any) -> None:
+        try:
+            shapes = self._to_wire(result)
+            self._send({"op": "result", "i": i, "ok": shapes}, True)
+        except (ResultError, protocol.ProtocolError) as exc:
+            message = exc.message if isinstance(exc, protocol.ProtocolError) else str(exc)
+            if isinstance(exc, protocol.ProtocolError) and isinstance(result, (list, tuple)):
+                message = self._find_unsendable(result) or message
+            self._reply_error(i, {"error": f"the script's result cannot be used: {message}", "line": 0}, "invalid")
+        except BaseException as exc:  # noqa: BLE001 - e.g. a mask array-like whose conversion raises
+            self._reply_error(i, describe_exception(exc, "the script's result cannot be used: "), "invalid")
+
+    def _to_wire(self, result: Any) -> list[Any]:
+        """Check the limits and encode masks before anything is serialised; the worker validates the rest."""
+        if not isinstance(result, (list, tuple)):
+            kind = "a generator" if hasattr(result, "__next__") else type(result).__name__
+            raise ResultError(f"interpret() must return a list of shape dicts, got {kind}")
+        n = len(result)
+        if n > self.max_shapes:
+            raise ResultError(f"{n} shapes returned, more than the limit of {self.max_shapes}")
+        out: list[Any] = []
+        points = 0
+        for i, shape in enumerate(result):
+            if isinstance(shape, dict):
+                m = dict.get(shape, "mask")
+                if m is not None:
+                    shape = dict(dict.items(shape))
+                    del shape["mask"]
+                    try:
+                        shape["rle"] = _encode_mask(m)
+                    except ValueError as exc:
+                        raise ResultError(f"shape {i}: {exc}") from None
+                p = dict.get(shape, "points")
+                if isinstance(p, (list, tuple)) or hasattr(p, "size"):
+                    points += int(p.size) if hasattr(p, "size") else len(p)
+                    if points > self.max_points:
+                        raise ResultError(f"shape {i}: more than {self.max_points} coordinates in this frame's shapes")
+            out.append(shape)
+        return out
+
+    @staticmethod
+    def _find_unsendable(result: Any) -> str | None:
+        for i, shape in enumerate(result):
+            try:
+                protocol.pack(shape, strict=True)
+            except protocol.ProtocolError as exc:
+                if isinstance(shape, dict):
+                    for key, value in dict.items(shape):
+                        try:
+                            protocol.pack(value, strict=True)
+                        except protocol.ProtocolError as inner:
+                            return f"shape {i}, {key!r}: {inner.message}"
+                return f"shape {i}: {exc.message}"
+        return None
+
+
+# -- process plumbing -------------------------------------------------------------------------
+def _take_protocol_fds() -> tuple[int, int]:
+    """Move the protocol to private fds and point 0 and 1 at /dev/null."""
+    rfd, wfd = os.dup(0), os.dup(1)  # os.dup makes non-inheritable fds
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    return rfd, wfd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the worker is gone, even while a script is busy (stdin EOF covers the idle case)."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parent = int(argv[0]) if argv else os.getppid()
+    max_size = int(argv[1]) if len(argv) > 1 else protocol.DEFAULT_MAX_MESSAGE
+    if os.getppid() != parent:
+        os._exit(3)
+    rfd, wfd = _take_protocol_fds()
+    faulthandler.enable(file=sys.stderr, all_threads=False)
+    _watch_parent(parent)
+    reader = os.fdopen(rfd, "rb", buffering=0)
+
+    def send(msg: dict[str, Any], strict: bool) -> None:
+        _write_all(wfd, protocol.pack(msg, max_size, strict=strict))
+
+    session = Session(send)
+    while True:
+        try:
+            msg = protocol.read_message(reader, max_size)
+        except protocol.ProtocolError as exc:
+            print(f"prelabel script child: {exc.message}", file=sys.stderr)
+            os._exit(4)
+        if msg is None or not isinstance(msg, dict):
+            break
+        op = msg.get("op")
+        if op == "run":
+            session.run(msg)
+        elif op == "load":
+            send(session.load(msg), False)
+        elif op == "ping":
+            send({"op": "pong", "pid": os.getpid()}, False)
+        elif op == "exit":
+            break
+        else:
+            send({"op": "error", "error": f"unknown op {op!r}", "line": 0}, False)
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

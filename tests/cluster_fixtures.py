@@ -1,0 +1,109 @@
+"""A real local cluster for integration tests: the session's Valkey and SeaweedFS, a CPU worker
+process and the dashboard under gunicorn, started once with `prelabel up`'s own code."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cluster.cli.client import ApiClient
+from cluster.config import Settings
+from cluster.local.ports import free_port
+from cluster.local.up import LocalCluster
+from cluster.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cluster(session_settings: Settings) -> Iterator[Settings]:
+    local = LocalCluster(session_settings.with_(port=free_port(), devices=("CPU",)))
+    settings = local.start()
+    try:
+        yield settings
+    finally:
+        local.stop()
+
+
+def new_user(settings: Settings, admin: bool = False) -> tuple[str, ApiClient]:
+    name = f"u{secrets.token_hex(4)}"
+    _, token = Store.from_settings(settings).users.add(name, admin=admin)
+    return name, ApiClient(settings, token=token, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def admin(cluster: Settings) -> ApiClient:
+    return new_user(cluster, admin=True)[1]
+
+
+@pytest.fixture(scope="session")
+def selfie_model(cluster: Settings, admin: ApiClient) -> dict:
+    from cluster.zoo.install import add_zoo_model
+
+    return add_zoo_model(admin, cluster, "selfie-segmentation", model_name="selfie")
+
+
+def wait_job(client: ApiClient, job_id: str, timeout_s: float = 300) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = client.get(f"/api/jobs/{job_id}")
+        if status["state"] in ("completed", "failed", "cancelled"):
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not finish within {timeout_s}s: {status}")
+
+
+def tiny_model(directory: Path, size: int = 32) -> tuple[Path, Path]:
+    """A small real OpenVINO model: mean colour per channel of a size x size image, NCHW."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    image = ops.parameter([1, 3, size, size], np.float32, name="image")
+    mean = ops.reduce_mean(image, ops.constant(np.array([2, 3], dtype=np.int64)), keep_dims=False)
+    mean.output(0).get_tensor().set_names({"mean"})
+    model = ov.Model([mean], [image], "tiny")
+    directory.mkdir(parents=True, exist_ok=True)
+    xml = directory / "tiny.xml"
+    ov.save_model(model, xml, compress_to_fp16=False)
+    return xml, xml.with_suffix(".bin")
+
+
+def register(client: ApiClient, name: str, xml: Path, bin_: Path, script: str, labels: dict, **prep) -> dict:
+    files = [
+        ("model", (xml.name, xml.read_bytes())),
+        ("weights", (bin_.name, bin_.read_bytes())),
+        ("labels", ("labels.json", json.dumps({"label_map": labels}).encode())),
+        ("script", ("script.py", script.encode())),
+    ]
+    return client.post("/api/models", files=files, data={"name": name, "preprocessing": json.dumps(prep)})
+
+
+def start_worker(settings: Settings, device: str = "CPU", log: Path | None = None) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.update({
+        "REDIS_URL": settings.redis_url, "S3_ENDPOINT": settings.s3_endpoint,
+        "S3_ACCESS_KEY": settings.s3_access_key, "S3_SECRET_KEY": settings.s3_secret_key,
+        "S3_BUCKET": settings.s3_bucket, "PRELABEL_CACHE_DIR": str(settings.cache_dir),
+        "PRELABEL_HEARTBEAT_TIMEOUT": str(settings.heartbeat_timeout_s),
+    })
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, "-m", "cluster", "worker", "--device", device], env=env,
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)

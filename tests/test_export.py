@@ -1,0 +1,385 @@
+"""Exports over real masks (thresholded scikit-image pictures), checked with pycocotools,
+ElementTree and PIL; plus a 20,000-frame run to show memory stays flat."""
+
+from __future__ import annotations
+
+import io
+import json
+import tracemalloc
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+from pycocotools import mask as coco_mask
+from pycocotools.coco import COCO
+
+from cluster.errors import InvalidInput
+from cluster.export import write_coco, write_cvat, write_masks
+from cluster.export._rle import coco_area_bbox, coco_decode, coco_encode, cvat_decode, cvat_encode
+
+LABELS = {"1": "coin", "2": "horse & <rider>", "7": "box"}
+POLYGON = [30.0, 20.0, 150.0, 35.0, 120.0, 160.0, 40.0, 130.0]
+RECT = [200.0, 40.0, 260.0, 100.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+@pytest.fixture(scope="module")
+def coins() -> np.ndarray:
+    return skimage.data.coins() > 120  # 303 x 384, many blobs
+
+
+@pytest.fixture(scope="module")
+def horse() -> np.ndarray:
+    return ~skimage.data.horse()  # 328 x 400, True on the horse
+
+
+@pytest.fixture(scope="module")
+def camera() -> np.ndarray:
+    mask = skimage.data.camera() < 60  # 512 x 512, the photographer
+    mask[0, :] = True  # touches the first row and column: runs start with 0 zeros
+    return mask
+
+
+def _frames(coins, horse, camera) -> list[dict]:
+    return [
+        {"frame": 0, "name": "set/coins.png", "width": 384, "height": 303, "shapes": [
+            {"type": "mask", "label": "1", "points": [0, 0, 383, 302], "rle": coco_encode(coins),
+             "score": 0.93},
+            {"type": "polygon", "label": "2", "points": POLYGON, "attributes": {"pose": "side"}},
+            {"type": "rectangle", "label": "7", "points": RECT, "score": 0.5,
+             "attributes": {"truncated": True, "count": 3}},
+            {"type": "polyline", "label": "1", "points": [1, 1, 50, 60, 80, 10]},
+            {"type": "points", "label": "1", "points": [5, 6]},
+            {"type": "tag", "label": "2", "points": []},
+        ]},
+        # frame 1 failed at annotation time: the caller passes it in `failed`, not here
+        {"frame": 2, "name": "horse.jpg", "width": 400, "height": 328, "shapes": [
+            {"type": "mask", "label": "2", "points": [0, 0, 399, 327], "rle": coco_encode(horse)},
+        ]},
+        {"frame": 3, "name": "video.mp4#000003", "width": 512, "height": 512, "shapes": [
+            {"type": "mask", "label": "7", "points": [0, 0, 511, 511], "rle": coco_encode(camera),
+             "score": 0.25},
+        ]},
+        {"frame": 4, "name": "empty.jpg", "width": 64, "height": 48, "shapes": []},
+    ]
+
+
+FAILED = [{"frame": 1, "name": "broken--file.jpg", "reason": "corrupt image: bad -- data"}]
+
+
+@pytest.fixture()
+def frames(coins, horse, camera):
+    return _frames(coins, horse, camera)
+
+
+# ---------------------------------------------------------------------------------------------
+# RLE codecs
+
+
+def test_coco_rle_matches_pycocotools(coins, camera):
+    for mask in (coins, camera, np.zeros((5, 7), bool), np.ones((5, 7), bool)):
+        ours = coco_encode(mask)
+        theirs = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+        assert coco_mask.frPyObjects(ours, *mask.shape)["counts"] == theirs["counts"]
+        assert (coco_decode(ours) == mask).all()
+        area, bbox = coco_area_bbox(ours)
+        assert area == coco_mask.area(theirs)
+        assert bbox == coco_mask.toBbox(theirs).astype(int).tolist()
+    assert coco_encode(camera)["counts"][0] == 0
+
+
+def test_cvat_rle_is_row_major_within_the_box():
+    mask = np.zeros((6, 8), bool)
+    mask[2, 3:6] = True
+    mask[3, 5] = True
+    rle, left, top, width, height = cvat_encode(mask)
+    assert (left, top, width, height) == (3, 2, 3, 2)
+    assert rle == [0, 3, 2, 1]  # row 0 of the box: 111; row 1: 001
+    assert (cvat_decode(rle, left, top, width, height, 8, 6) == mask).all()
+    assert cvat_encode(np.zeros((3, 3), bool)) is None
+
+
+def test_bad_rle_is_refused():
+    with pytest.raises(InvalidInput, match="sum to"):
+        coco_decode({"size": [2, 2], "counts": [1, 2]})
+    with pytest.raises(InvalidInput, match="compressed"):
+        coco_decode({"size": [2, 2], "counts": "04"})
+
+
+# ---------------------------------------------------------------------------------------------
+# COCO
+
+
+def test_coco_loads_in_pycocotools_and_masks_are_exact(tmp_path, frames, coins, horse, camera):
+    path = tmp_path / "instances.json"
+    with open(path, "w", encoding="utf-8") as out:
+        summary = write_coco(iter(frames), LABELS, out, failed=FAILED, info={"job": 12})
+    assert (summary.frames, summary.shapes, summary.failed) == (4, 5, 1)
+    assert summary.skipped == {"polyline not exported to COCO": 1,
+                               "points not exported to COCO": 1, "tag not exported to COCO": 1}
+
+    coco = COCO(str(path))
+    assert coco.dataset["info"]["job"] == 12
+    assert coco.dataset["failed_frames"] == [
+        {"frame": 1, "name": "broken--file.jpg", "reason": "corrupt image: bad -- data"}]
+    assert [(c["id"], c["name"]) for c in coco.loadCats(coco.getCatIds())] == [
+        (1, "coin"), (2, "horse & <rider>"), (7, "box")]
+    images = coco.loadImgs(coco.getImgIds())
+    assert [(i["id"], i["file_name"], i["width"], i["height"]) for i in images] == [
+        (1, "set/coins.png", 384, 303), (3, "horse.jpg", 400, 328),
+        (4, "video.mp4#000003", 512, 512), (5, "empty.jpg", 64, 48)]
+
+    anns = coco.loadAnns(coco.getAnnIds())
+    assert [a["id"] for a in anns] == [1, 2, 3, 4, 5]
+    assert [(a["image_id"], a["category_id"], a["iscrowd"]) for a in anns] == [
+        (1, 1, 1), (1, 2, 0), (1, 7, 0), (3, 2, 1), (4, 7, 1)]
+    for ann, mask in zip((anns[0], anns[3], anns[4]), (coins, horse, camera)):
+        assert np.array_equal(coco.annToMask(ann), mask.astype(np.uint8))
+        assert ann["area"] == int(mask.sum())
+        ys, xs = np.nonzero(mask)
+        assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1,
+                               ys.max() - ys.min() + 1]
+    assert anns[0]["score"] == 0.93 and anns[4]["score"] == 0.25 and "score" not in anns[1]
+
+    polygon = anns[1]
+    assert polygon["segmentation"] == [POLYGON] and polygon["attributes"] == {"pose": "side"}
+    raster = coco.annToMask(polygon).sum()
+    assert abs(polygon["area"] - raster) / raster < 0.03  # shoelace vs rasterised
+    assert polygon["bbox"] == [30.0, 20.0, 120.0, 140.0]
+
+    box = anns[2]
+    assert box["bbox"] == [200.0, 40.0, 60.0, 60.0] and box["area"] == 3600.0
+    assert coco.annToMask(box).sum() == 3600
+    assert box["attributes"] == {"truncated": True, "count": 3}
+
+
+def test_coco_to_a_binary_stream(frames):
+    out = io.BytesIO()
+    write_coco(iter(frames), LABELS, out)
+    doc = json.loads(out.getvalue())
+    assert len(doc["images"]) == 4 and len(doc["annotations"]) == 5
+    assert "failed_frames" not in doc
+
+
+def test_coco_needs_integer_label_ids(frames):
+    with pytest.raises(InvalidInput, match="not an integer"):
+        write_coco(iter(frames), {"person": "person"}, io.StringIO())
+
+
+def test_bad_frames_and_shapes_are_skipped_not_fatal(coins):
+    frames = [
+        {"frame": 0, "name": "a.jpg", "width": 384, "height": 303, "shapes": [
+            {"type": "mask", "label": "1", "rle": coco_encode(coins[:100])},  # wrong size
+            {"type": "rectangle", "label": "9", "points": RECT},  # unknown label
+            {"type": "circle", "label": "1", "points": RECT},
+            {"type": "polygon", "label": "1", "points": [0, 0, 5, 5]},  # two points
+            {"type": "rectangle", "label": "1", "points": [0, 0, float("nan"), 3]},
+            {"type": "rectangle", "label": "1", "points": RECT},
+        ]},
+        {"frame": 0, "name": "again.jpg", "width": 10, "height": 10, "shapes": []},
+        {"name": "no-number.jpg"},
+    ]
+    out = io.StringIO()
+    summary = write_coco(iter(frames), LABELS, out)
+    assert (summary.frames, summary.shapes) == (1, 1)
+    assert summary.skipped == {"mask size mismatch": 1, "unknown label": 1,
+                               "unknown shape type": 1, "too few points": 1,
+                               "invalid points": 1, "frame out of order or duplicate": 1,
+                               "invalid frame": 1}
+    assert len(json.loads(out.getvalue())["annotations"]) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# CVAT
+
+
+def test_cvat_xml_parses_and_masks_round_trip(frames, coins, horse, camera):
+    out = io.BytesIO()
+    summary = write_cvat(iter(frames), LABELS, out, failed=FAILED,
+                         job_meta={"id": 12, "name": "job <12>", "size": 5,
+                                   "created": "2024-05-01 10:00:00+00:00"})
+    assert (summary.frames, summary.shapes, summary.failed) == (4, 8, 1)
+    xml = out.getvalue()
+    root = ET.fromstring(xml)
+    assert root.tag == "annotations" and root.findtext("version") == "1.1"
+    task = root.find("meta/task")
+    assert task.findtext("id") == "12" and task.findtext("name") == "job <12>"
+    assert task.findtext("mode") == "annotation"
+    assert [e.text for e in task.findall("labels/label/name")] == list(LABELS.values())
+    assert b"<!-- failed frame 1 broken- -file.jpg: corrupt image: bad - - data -->" in xml
+
+    images = root.findall("image")
+    assert [(i.get("id"), i.get("name"), i.get("width"), i.get("height")) for i in images] == [
+        ("0", "set/coins.png", "384", "303"), ("2", "horse.jpg", "400", "328"),
+        ("3", "video.mp4#000003", "512", "512"), ("4", "empty.jpg", "64", "48")]
+    first = images[0]
+    assert [child.tag for child in first] == ["mask", "polygon", "box", "polyline", "points", "tag"]
+
+    for image, mask, label in zip(images[:3], (coins, horse, camera),
+                                  ("coin", "horse & <rider>", "box")):
+        element = image.find("mask")
+        assert element.get("label") == label and element.get("source") == "auto"
+        rle = [int(v) for v in element.get("rle").split(",")]
+        left, top, width, height = (int(element.get(k)) for k in ("left", "top", "width", "height"))
+        ys, xs = np.nonzero(mask)
+        assert (left, top, width, height) == (xs.min(), ys.min(), xs.max() - xs.min() + 1,
+                                              ys.max() - ys.min() + 1)
+        assert sum(rle) == width * height
+        decoded = cvat_decode(rle, left, top, width, height, mask.shape[1], mask.shape[0])
+        assert np.array_equal(decoded, mask)
+
+    attrs = {a.get("name"): a.text for a in first.find("mask").findall("attribute")}
+    assert attrs == {"score": "0.93"}
+    polygon = first.find("polygon")
+    assert polygon.get("points") == "30.00,20.00;150.00,35.00;120.00,160.00;40.00,130.00"
+    assert polygon.get("label") == "horse & <rider>"
+    box = first.find("box")
+    assert {k: box.get(k) for k in ("xtl", "ytl", "xbr", "ybr", "occluded", "z_order")} == {
+        "xtl": "200.00", "ytl": "40.00", "xbr": "260.00", "ybr": "100.00", "occluded": "0",
+        "z_order": "0"}
+    assert {a.get("name"): a.text for a in box.findall("attribute")} == {
+        "truncated": "true", "count": "3", "score": "0.5"}
+    assert first.find("polyline").get("points") == "1.00,1.00;50.00,60.00;80.00,10.00"
+    assert first.find("points").get("points") == "5.00,6.00"
+    assert first.find("tag").get("label") == "horse & <rider>"
+    assert len(images[3]) == 0
+
+
+def test_cvat_to_a_text_stream_without_scores(frames):
+    out = io.StringIO()
+    write_cvat(iter(frames), LABELS, out, job_meta={}, score_attribute=None)
+    root = ET.fromstring(out.getvalue())
+    assert not [a for a in root.iter("attribute") if a.get("name") == "score"]
+
+
+# ---------------------------------------------------------------------------------------------
+# PNG masks
+
+
+def _png(zf: zipfile.ZipFile, name: str) -> np.ndarray:
+    with Image.open(io.BytesIO(zf.read(name))) as im:
+        assert im.mode == "L"
+        return np.asarray(im)
+
+
+def test_png_masks(tmp_path, frames, coins, horse, camera):
+    path = tmp_path / "masks.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        summary = write_masks(iter(frames), LABELS, zf, failed=FAILED)
+    assert (summary.frames, summary.shapes, summary.failed) == (4, 5, 1)
+    assert summary.skipped == {"polyline has no area": 1, "points has no area": 1,
+                               "tag has no area": 1}
+    with zipfile.ZipFile(path) as zf:
+        assert zf.namelist() == ["labels.txt", "set_coins.png", "horse.png",
+                                 "video.mp4_000003.png", "empty.png", "failed.txt"]
+        assert zf.read("labels.txt").decode() == (
+            "0\tbackground\n1\tcoin\n2\thorse & <rider>\n7\tbox\n")
+        assert zf.read("failed.txt").decode() == (
+            "1\tbroken--file.jpg\tcorrupt image: bad -- data\n")
+
+        assert np.array_equal(_png(zf, "horse.png"), horse.astype(np.uint8) * 2)
+        assert np.array_equal(_png(zf, "video.mp4_000003.png"), camera.astype(np.uint8) * 7)
+        assert not _png(zf, "empty.png").any() and _png(zf, "empty.png").shape == (48, 64)
+
+        # Frame 0, painted in order: coins (1), then the polygon (2), then the box (7).
+        got = _png(zf, "set_coins.png")
+        x1, y1, x2, y2 = (int(v) for v in RECT)
+        assert (got[y1:y2, x1:x2] == 7).all() and (got == 7).sum() == 3600
+        polygon = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects([POLYGON], 303, 384)))
+        outside_box = np.ones_like(coins)
+        outside_box[y1:y2, x1:x2] = False
+        ours = (got == 2)
+        assert (ours ^ (polygon.astype(bool) & outside_box)).sum() < 0.02 * polygon.sum()
+        rest = outside_box & ~polygon.astype(bool)
+        assert np.array_equal(got[rest], coins[rest].astype(np.uint8))
+        assert set(np.unique(got)) == {0, 1, 2, 7}
+
+
+def test_png_masks_to_a_directory_with_unique_names(tmp_path, coins):
+    frames = [{"frame": i, "name": name, "width": 384, "height": 303, "shapes": [
+        {"type": "mask", "label": "1", "rle": coco_encode(coins)}]}
+        for i, name in enumerate(["a/b.jpg", "a_b.png", "a:b.jpg", "labels.txt", "../..", ""])]
+    summary = write_masks(iter(frames), {"1": "coin"}, tmp_path / "out")
+    assert summary.frames == 6
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([
+        "labels.txt", "a_b.png", "a_b_1.png", "a_b_2.png", "labels.txt.png", "frame_000004.png",
+        "frame_000005.png"])
+
+
+def test_png_mask_values_must_fit_in_a_byte(frames):
+    with pytest.raises(InvalidInput, match="1..255"):
+        write_masks(iter(frames), {"256": "big"}, zipfile.ZipFile(io.BytesIO(), "w"))
+    with pytest.raises(InvalidInput, match="1..255"):
+        write_masks(iter(frames), {"0": "background"}, zipfile.ZipFile(io.BytesIO(), "w"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory over a long job
+
+
+def _synthetic(count: int):
+    """``count`` frames, each with a box, a polygon and a 64x48 mask (built lazily)."""
+    blob = np.zeros((48, 64), bool)
+    blob[10:30, 20:50] = True
+    blob[15:20, 25:28] = False
+    rle = coco_encode(blob)
+    for i in range(count):
+        yield {"frame": i, "name": f"batch/{i // 1000:03d}/img_{i:06d}.jpg", "width": 64,
+               "height": 48, "shapes": [
+                   {"type": "rectangle", "label": "1", "points": [1, 2, 30 + i % 7, 40],
+                    "score": 0.5 + (i % 50) / 100},
+                   {"type": "polygon", "label": "2", "points": [5, 5, 60, 8, 40, 45, 3, 30]},
+                   {"type": "mask", "label": "1", "points": [20, 10, 49, 29], "rle": rle},
+               ]}
+
+
+def _peak(write, count: int) -> float:
+    tracemalloc.start()
+    try:
+        write(_synthetic(count))
+        return tracemalloc.get_traced_memory()[1] / 1e6
+    finally:
+        tracemalloc.stop()
+
+
+def test_twenty_thousand_frames_keep_memory_flat(tmp_path: Path):
+    labels = {"1": "car", "2": "road"}
+
+    def coco(frames):
+        with open(tmp_path / "coco.json", "w", encoding="utf-8") as out:
+            write_coco(frames, labels, out)
+
+    def cvat(frames):
+        with open(tmp_path / "cvat.xml", "wb") as out:
+            write_cvat(frames, labels, out, job_meta={"id": 1})
+
+    def masks(frames):
+        with zipfile.ZipFile(tmp_path / "masks.zip", "w") as zf:
+            write_masks(frames, labels, zf)
+
+    report = []
+    for name, write in (("coco", coco), ("cvat", cvat), ("masks", masks)):
+        small, large = _peak(write, 2_000), _peak(write, 20_000)
+        report.append(f"{name}: peak {small:.2f} MB at 2,000 frames, {large:.2f} MB at 20,000")
+        if name == "masks":
+            # zipfile keeps one ZipInfo per member in memory (the central directory): linear by
+            # design, about 0.5 kB a frame; everything else is per frame.
+            assert large < small + 20_000 * 1e-3 + 1
+        else:
+            assert large < small * 1.25 + 0.5, report[-1]
+    print("\n" + "\n".join(report))
+
+    doc = json.loads((tmp_path / "coco.json").read_text())
+    assert len(doc["images"]) == 20_000 and len(doc["annotations"]) == 60_000
+    assert doc["annotations"][-1]["id"] == 60_000
+    images = sum(1 for _, el in ET.iterparse(tmp_path / "cvat.xml") if el.tag == "image")
+    assert images == 20_000
+    with zipfile.ZipFile(tmp_path / "masks.zip") as zf:
+        assert len(zf.namelist()) == 20_001
