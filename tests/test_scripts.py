@@ -132,7 +132,7 @@ def test_protocol_round_trips_arrays_as_read_only_without_pickle():
     data = protocol.pack({"op": "x", "a": arrays, "n": np.int64(3)})
     (n,) = struct.unpack(">I", data[:4])
     assert n == len(data) - 4
-    assert b"pickle" not in data and b"numpy.core" not in data
+    assert b"pickle" not in data and b"numpy._core" not in data and b"cnumpy" not in data
     back = protocol.unpack(data[4:])
     assert back["n"] == 3
     for k, a in arrays.items():
@@ -144,11 +144,13 @@ def test_protocol_round_trips_arrays_as_read_only_without_pickle():
 def test_protocol_refuses_object_arrays_both_ways():
     with pytest.raises(protocol.ProtocolError, match="cannot be sent"):
         protocol.pack({"a": np.array([object()], dtype=object)})
-    payload = bytes((3,)) + b"|O8" + bytes((1,)) + struct.pack(">Q", 1) + b"\0" * 8
-    body = msgpack.packb({"a": msgpack.ExtType(protocol.NDARRAY_EXT, payload)})
+    forged = {"__nd__": True, "dtype": "|O", "shape": [1], "data": b"\0" * 8}
     with pytest.raises(protocol.ProtocolError, match="cannot be sent"):
-        protocol.unpack(body)
-    with pytest.raises(protocol.ProtocolError, match="unknown msgpack extension"):
+        protocol.unpack(msgpack.packb({"a": forged}))
+    short = {"__nd__": True, "dtype": "<f4", "shape": [4], "data": b"\0" * 8}
+    with pytest.raises(protocol.ProtocolError, match="needs 16 bytes, got 8"):
+        protocol.unpack(msgpack.packb(short))
+    with pytest.raises(protocol.ProtocolError, match="extension types are not accepted"):
         protocol.unpack(msgpack.packb(msgpack.ExtType(42, b"x")))
 
 
@@ -167,6 +169,23 @@ def test_protocol_reader_reassembles_messages_split_across_reads():
     for i in range(0, len(data), 7):
         got.extend(reader.feed(data[i : i + 7]))
     assert [m["op"] for m in got] == ["a", "b"] and reader.pending == 0
+    assert np.array_equal(got[0]["arr"], np.ones((3, 3)))
+    r, w = os.pipe()
+    try:
+        os.set_blocking(r, False)
+        protocol.write_all(w, protocol.encode({"op": "c", "arr": np.arange(5)}))
+        fd_reader = protocol.FrameReader()
+        (msg,) = fd_reader.read_fd(r)
+        assert msg["op"] == "c" and msg["arr"].tolist() == [0, 1, 2, 3, 4]
+        assert fd_reader.read_fd(r) == []  # nothing more: would block
+        os.close(w)
+        w = -1
+        with pytest.raises(EOFError):
+            fd_reader.read_fd(r)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
 
 
 def test_strict_packing_never_calls_methods_a_script_overrode():

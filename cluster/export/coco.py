@@ -36,7 +36,7 @@ from cluster.export import (
 )
 from cluster.export._rle import coco_area_bbox
 
-_COPY_CHUNK = 1 << 20
+_COPY_CHUNK = 256 << 10
 
 
 def _dumps(obj: Any) -> str:

@@ -122,7 +122,8 @@ def fill_polygon(canvas: np.ndarray, points: list[float], value: int) -> None:
         cross_x = np.where(crosses, x0 + (centre - y0) * (x1 - x0) / dy, np.inf)
         cross_x.sort(axis=1)
         # Pixel columns c with cross_x[2k] <= c + 0.5 < cross_x[2k + 1] are inside.
-        begin, end = cross_x[:, 0::2], cross_x[:, 1::2]
+        even = xs.size - xs.size % 2  # crossings per row are even, so at most this many
+        begin, end = cross_x[:, 0:even:2], cross_x[:, 1:even:2]
         pairs = np.isfinite(end)
         r_idx = np.broadcast_to(np.arange(rows.size)[:, None], begin.shape)[pairs]
         c_begin = np.clip(np.ceil(begin[pairs] - 0.5), left, right).astype(np.int64) - left

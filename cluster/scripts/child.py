@@ -321,13 +321,6 @@ def _take_protocol_fds() -> tuple[int, int]:
     return rfd, wfd
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
 def _watch_parent(parent: int) -> None:
     """Exit when the worker is gone, even while a script is busy (stdin EOF covers the idle case)."""
 
@@ -352,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     reader = os.fdopen(rfd, "rb", buffering=0)
 
     def send(msg: dict[str, Any], strict: bool) -> None:
-        _write_all(wfd, protocol.pack(msg, max_size, strict=strict))
+        protocol.write_all(wfd, protocol.encode(msg, max_size, strict=strict))
 
     session = Session(send)
     while True:

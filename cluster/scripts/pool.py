@@ -173,14 +173,9 @@ class _Child:
 
     def _read_out(self) -> None:
         try:
-            data = os.read(self.fd_out, READ_CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            raise _Died()
-        self.messages.extend(self.reader.feed(data))
+            self.messages.extend(self.reader.read_fd(self.fd_out))
+        except (EOFError, OSError):
+            raise _Died() from None
 
     def _handle(self, events: list[tuple[int, int]]) -> bool:
         """Service readable fds; return whether the input pipe is writable."""
@@ -196,17 +191,28 @@ class _Child:
                 writable = True
         return writable
 
-    def send(self, data: bytes, deadline: float) -> None:
-        view = memoryview(data)
-        while view:
-            if self._handle(self._poll(True, deadline)):
-                try:
-                    n = os.write(self.fd_in, view[:READ_CHUNK])
-                except BlockingIOError:
-                    continue
-                except (BrokenPipeError, OSError):
-                    raise _Died() from None
-                view = view[n:]
+    def send(self, parts: tuple[bytes, bytes], deadline: float) -> None:
+        """Write a message (header, body) without ever blocking past the deadline."""
+        views = [memoryview(p).cast("B") for p in parts if len(p)]
+        writable = True  # try at once; poll only when the pipe is full
+        while views:
+            if not writable:
+                writable = self._handle(self._poll(True, deadline))
+                continue
+            try:
+                n = os.writev(self.fd_in, views)
+            except BlockingIOError:
+                writable = False
+                continue
+            except OSError:  # EPIPE: the child is gone
+                raise _Died() from None
+            while n and views:
+                if n >= len(views[0]):
+                    n -= len(views[0])
+                    views.pop(0)
+                else:
+                    views[0] = views[0][n:]
+                    n = 0
 
     def recv(self, deadline: float) -> Any:
         while not self.messages:
@@ -319,7 +325,7 @@ class _Process:
         }
         deadline = time.monotonic() + g.load_timeout
         try:
-            child.send(protocol.pack(msg, g.max_message), deadline)
+            child.send(protocol.encode(msg, g.max_message), deadline)
             reply = child.recv(deadline)
         except _TimedOut:
             self.kill()
@@ -521,7 +527,7 @@ class ScriptRunner:
         timeout = self.timeout if timeout is None else float(timeout)
         context = dict(context or {})
         try:
-            protocol.pack(context)
+            protocol.encode(context)
         except protocol.ProtocolError as exc:
             raise InvalidInput(f"the job context cannot be passed to a script: {exc.message}") from None
         wire = [self._frame_message(f) for f in frames]
@@ -589,7 +595,7 @@ class ScriptRunner:
             for batch in self._batches(todo, frames, wire):
                 msg = {"op": "run", "frames": [wire[k] for k in batch], "context": context, "labels": self.labels}
                 try:
-                    data = protocol.pack(msg, g.max_message)
+                    data = protocol.encode(msg, g.max_message)
                 except protocol.ProtocolError as exc:
                     for k in batch:
                         results[k] = ScriptError(f"the frame cannot be sent to the script: {exc.message}",
@@ -605,7 +611,7 @@ class ScriptRunner:
             if not failed:
                 break
 
-    def _exchange(self, proc: _Process, batch: list[int], frames: list[FrameInput], data: bytes, timeout: float,
+    def _exchange(self, proc: _Process, batch: list[int], frames: list[FrameInput], data: tuple[bytes, bytes], timeout: float,
                   legacy: bool, results: list[Any]) -> ScriptError | None:
         """Send one batch and collect its replies into ``results``; return the failure, if any.
 

@@ -34,6 +34,8 @@ MAX_ATTRIBUTE_TEXT = 4096
 
 def _real(value: Any) -> float | None:
     """A finite float from a real number that is not a bool; None otherwise."""
+    if type(value) is float:
+        return value if math.isfinite(value) else None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         return None
     try:
@@ -56,6 +58,11 @@ def label_resolver(labels: Mapping[str, str]):
         by_name.setdefault(str(name), str(k))
 
     def resolve(label: Any) -> str | None:
+        t = type(label)
+        if t is str:
+            return ids.get(label) or by_name.get(label)
+        if t is int:
+            return ids.get(str(label))
         if isinstance(label, (bool, np.bool_)):
             return None
         if isinstance(label, numbers.Integral):
@@ -89,87 +96,120 @@ def validate_shapes(
     width, height = int(width), int(height)
     xlo, xhi = -MARGIN * width, (1 + MARGIN) * width
     ylo, yhi = -MARGIN * height, (1 + MARGIN) * height
-    total = 0
+    budget = [max_points, max_points]  # remaining, limit
     out: list[dict[str, Any]] = []
     for i, shape in enumerate(raw):
-        where = f"shape {i}"
-        if not isinstance(shape, Mapping):
-            raise ScriptError(f"{where}: expected a dict, got {type(shape).__name__}", shape=i)
+        if not isinstance(shape, dict) and not isinstance(shape, Mapping):
+            raise ScriptError(f"shape {i}: expected a dict, got {type(shape).__name__}", shape=i)
         kind = shape.get("type")
         if kind not in SHAPE_TYPES:
             raise ScriptError(
-                f"{where}: unknown type {_short(kind)} (expected one of {', '.join(SHAPE_TYPES)})", shape=i
+                f"shape {i}: unknown type {_short(kind)} (expected one of {', '.join(SHAPE_TYPES)})", shape=i
             )
-        where = f"shape {i} ({kind})"
-        if "label" not in shape:
-            raise ScriptError(f"{where}: has no label", shape=i)
-        label = resolve(shape["label"])
-        if label is None:
-            known = ", ".join(f"{k}={v}" for k, v in list(labels.items())[:20])
-            raise ScriptError(f"{where}: unknown label {_short(shape['label'])} (known: {known})", shape=i)
-
-        rle = None
-        if kind == "mask":
-            rle = _mask_rle(shape, where, i, width, height)
-
-        pts_in = shape.get("points")
-        if pts_in is None or (kind == "mask" and isinstance(pts_in, (list, tuple)) and len(pts_in) == 0):
-            pts_in = _rle.bbox(rle) if kind == "mask" else []
-        if isinstance(pts_in, np.ndarray):
-            if pts_in.ndim != 1:
-                raise ScriptError(f"{where}: points must be a flat list [x1, y1, x2, y2, ...]", shape=i)
-            pts_in = pts_in.tolist()
-        if not isinstance(pts_in, (list, tuple)):
-            raise ScriptError(f"{where}: points must be a list of numbers, got {type(pts_in).__name__}", shape=i)
-        if pts_in and isinstance(pts_in[0], (list, tuple, np.ndarray)):
-            raise ScriptError(
-                f"{where}: points is a nested list; it must be flat [x1, y1, x2, y2, ...] "
-                "(shapes.flat_points() flattens pairs)",
-                shape=i,
-            )
-        n = len(pts_in)
-        total += n
-        if total > max_points:
-            raise ScriptError(f"{where}: more than {max_points} coordinates in this frame's shapes", shape=i)
-        _check_count(kind, n, where, i)
-        pts: list[float] = []
-        for j, v in enumerate(pts_in):
-            f = _real(v)
-            if f is None:
-                what = "a nested list" if isinstance(v, (list, tuple)) else _short(v, 30)
-                raise ScriptError(
-                    f"{where}: points[{j}] is {what}, not a finite number (points must be flat [x1, y1, ...])",
-                    shape=i,
-                )
-            lo, hi = (xlo, xhi) if j % 2 == 0 else (ylo, yhi)
-            if not lo <= f <= hi:
-                axis = "x" if j % 2 == 0 else "y"
-                raise ScriptError(
-                    f"{where}: points[{j}] = {f:g} is far outside the {width}x{height} frame "
-                    f"({axis} must lie in [{lo:g}, {hi:g}])",
-                    shape=i,
-                )
-            pts.append(f)
-        if kind in ("rectangle", "mask"):
-            x0, y0, x1, y1 = pts
-            pts = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
-
-        score = shape.get("score")
-        if score is not None:
-            s = _real(score)
-            if s is None or not 0.0 <= s <= 1.0:
-                raise ScriptError(f"{where}: score {_short(score)} is not a number in [0, 1]", shape=i)
-            score = s
-
-        attrs = _attributes(shape.get("attributes"), where, i)
-        item: dict[str, Any] = {"type": kind, "label": label, "points": pts, "score": score, "attributes": attrs}
-        if rle is not None:
-            item["rle"] = rle
-        out.append(item)
+        try:
+            out.append(_one(shape, kind, resolve, labels, width, height, (xlo, xhi, ylo, yhi), budget))
+        except _Bad as exc:
+            raise ScriptError(f"shape {i} ({kind}): {exc}", shape=i) from None
     return out
 
 
-def _check_count(kind: str, n: int, where: str, i: int) -> None:
+class _Bad(Exception):
+    """One shape is invalid; the message is completed with the shape's index and type."""
+
+
+def _one(shape: Mapping[str, Any], kind: str, resolve: Any, labels: Mapping[str, str], width: int, height: int,
+         box: tuple[float, float, float, float], budget: list[int]) -> dict[str, Any]:
+    if "label" not in shape:
+        raise _Bad("has no label")
+    label = resolve(shape["label"])
+    if label is None:
+        known = ", ".join(f"{k}={v}" for k, v in list(labels.items())[:20])
+        raise _Bad(f"unknown label {_short(shape['label'])} (known: {known})")
+
+    rle = _mask_rle(shape, width, height) if kind == "mask" else None
+
+    pts_in = shape.get("points")
+    if pts_in is None or (kind == "mask" and isinstance(pts_in, (list, tuple)) and len(pts_in) == 0):
+        pts_in = _rle.bbox(rle) if rle is not None else []
+    if isinstance(pts_in, np.ndarray):
+        if pts_in.ndim != 1:
+            raise _Bad("points must be a flat list [x1, y1, x2, y2, ...]")
+        pts_in = pts_in.tolist()
+    if not isinstance(pts_in, (list, tuple)):
+        raise _Bad(f"points must be a list of numbers, got {type(pts_in).__name__}")
+    if pts_in and isinstance(pts_in[0], (list, tuple, np.ndarray)):
+        raise _Bad("points is a nested list; it must be flat [x1, y1, x2, y2, ...] (shapes.flat_points() flattens pairs)")
+    n = len(pts_in)
+    budget[0] -= n
+    if budget[0] < 0:
+        raise _Bad(f"more than {budget[1]} coordinates in this frame's shapes")
+    _check_count(kind, n)
+    xlo, xhi, ylo, yhi = box
+    pts = _fast_points(pts_in, xlo, xhi, ylo, yhi)
+    if pts is None:
+        pts = _checked_points(pts_in, width, height, xlo, xhi, ylo, yhi)
+    if kind == "rectangle" or kind == "mask":
+        x0, y0, x1, y1 = pts
+        pts = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+
+    score = shape.get("score")
+    if score is not None and not (type(score) is float and 0.0 <= score <= 1.0):
+        s = _real(score)
+        if s is None or not 0.0 <= s <= 1.0:
+            raise _Bad(f"score {_short(score)} is not a number in [0, 1]")
+        score = s
+
+    attrs = _attributes(shape.get("attributes"))
+    item: dict[str, Any] = {"type": kind, "label": label, "points": pts, "score": score, "attributes": attrs}
+    if rle is not None:
+        item["rle"] = rle
+    return item
+
+
+_PLAIN_NUMBERS = frozenset({float, int})
+
+
+def _fast_points(pts_in: list[Any] | tuple[Any, ...], xlo: float, xhi: float, ylo: float, yhi: float) -> list[float] | None:
+    """The points as floats when they are all plain, finite and in range; None means: look closer."""
+    if not pts_in:
+        return []
+    if not set(map(type, pts_in)) <= _PLAIN_NUMBERS:
+        return None
+    try:
+        pts = list(map(float, pts_in))
+    except OverflowError:
+        return None
+    total = sum(pts)
+    if total != total or total in (math.inf, -math.inf):  # a nan or an infinity somewhere
+        return None
+    xs, ys = pts[0::2], pts[1::2]
+    if min(xs) < xlo or max(xs) > xhi or (ys and (min(ys) < ylo or max(ys) > yhi)):
+        return None
+    return pts
+
+
+def _checked_points(pts_in: list[Any] | tuple[Any, ...], width: int, height: int,
+                    xlo: float, xhi: float, ylo: float, yhi: float) -> list[float]:
+    pts: list[float] = []
+    for j, v in enumerate(pts_in):
+        f = _real(v)
+        if f is None:
+            what = "a nested list" if isinstance(v, (list, tuple)) else _short(v, 30)
+            raise _Bad(
+                f"points[{j}] is {what}, not a finite number (points must be flat [x1, y1, ...])",
+            )
+        lo, hi = (xlo, xhi) if j % 2 == 0 else (ylo, yhi)
+        if not lo <= f <= hi:
+            axis = "x" if j % 2 == 0 else "y"
+            raise _Bad(
+                f"points[{j}] = {f:g} is far outside the {width}x{height} frame "
+                f"({axis} must lie in [{lo:g}, {hi:g}])",
+            )
+        pts.append(f)
+    return pts
+
+
+def _check_count(kind: str, n: int) -> None:
     if kind in ("rectangle", "mask"):
         ok, need = n == 4, "exactly 4 numbers [xtl, ytl, xbr, ybr]"
     elif kind == "polygon":
@@ -181,69 +221,68 @@ def _check_count(kind: str, n: int, where: str, i: int) -> None:
     else:  # tag
         ok, need = n == 0, "no points"
     if not ok:
-        raise ScriptError(f"{where}: has {n} coordinates, needs {need}", shape=i)
+        raise _Bad(f"has {n} coordinates, needs {need}")
 
 
-def _mask_rle(shape: Mapping[str, Any], where: str, i: int, width: int, height: int) -> dict[str, Any]:
+def _mask_rle(shape: Mapping[str, Any], width: int, height: int) -> dict[str, Any]:
     if shape.get("mask") is not None:
         m = shape["mask"]
         if not isinstance(m, np.ndarray) or m.ndim != 2 or m.dtype.hasobject:
-            raise ScriptError(f"{where}: 'mask' must be a 2-D numpy array", shape=i)
+            raise _Bad("'mask' must be a 2-D numpy array")
         r = _rle.encode(m)
     else:
         r = shape.get("rle")
         if not isinstance(r, Mapping):
-            raise ScriptError(f"{where}: needs 'rle' {{'size': [h, w], 'counts': [...]}} or a 'mask' array", shape=i)
+            raise _Bad(f"needs 'rle' {{'size': [h, w], 'counts': [...]}} or a 'mask' array")
         size, counts = r.get("size"), r.get("counts")
         if (
             not isinstance(size, (list, tuple))
             or len(size) != 2
             or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size)
         ):
-            raise ScriptError(f"{where}: rle size must be [height, width], got {_short(size)}", shape=i)
+            raise _Bad(f"rle size must be [height, width], got {_short(size)}")
         if isinstance(counts, np.ndarray):
             if counts.dtype.kind not in "iu" or counts.ndim != 1:
-                raise ScriptError(f"{where}: rle counts must be a list of integers", shape=i)
+                raise _Bad("rle counts must be a list of integers")
             counts = counts.tolist()
         if not isinstance(counts, (list, tuple)) or not all(
             isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in counts
         ):
-            raise ScriptError(f"{where}: rle counts must be a list of integers (uncompressed COCO RLE)", shape=i)
+            raise _Bad("rle counts must be a list of integers (uncompressed COCO RLE)")
         if any(v < 0 for v in counts):
-            raise ScriptError(f"{where}: rle counts must not be negative", shape=i)
+            raise _Bad("rle counts must not be negative")
         r = {"size": [int(size[0]), int(size[1])], "counts": [int(v) for v in counts]}
     h, w = r["size"]
     if (h, w) != (height, width):
-        raise ScriptError(f"{where}: mask size {h}x{w} (h x w) differs from the frame's {height}x{width}", shape=i)
+        raise _Bad(f"mask size {h}x{w} (h x w) differs from the frame's {height}x{width}")
     total = sum(r["counts"])
     if total != h * w:
-        raise ScriptError(f"{where}: rle counts sum to {total}, expected height*width = {h * w}", shape=i)
+        raise _Bad(f"rle counts sum to {total}, expected height*width = {h * w}")
     return r
 
 
-def _attributes(attrs: Any, where: str, i: int) -> dict[str, Any]:
-    if attrs is None:
+def _attributes(attrs: Any) -> dict[str, Any]:
+    if attrs is None or (type(attrs) is dict and not attrs):
         return {}
     if not isinstance(attrs, Mapping):
-        raise ScriptError(f"{where}: attributes must be a dict, got {type(attrs).__name__}", shape=i)
+        raise _Bad(f"attributes must be a dict, got {type(attrs).__name__}")
     if len(attrs) > MAX_ATTRIBUTES:
-        raise ScriptError(f"{where}: more than {MAX_ATTRIBUTES} attributes", shape=i)
+        raise _Bad(f"more than {MAX_ATTRIBUTES} attributes")
     out: dict[str, Any] = {}
     for k, v in attrs.items():
         if not isinstance(k, str) or not k or len(k) > MAX_ATTRIBUTE_KEY:
-            raise ScriptError(f"{where}: attribute name {_short(k)} must be a non-empty string", shape=i)
+            raise _Bad(f"attribute name {_short(k)} must be a non-empty string")
         if isinstance(v, (bool, np.bool_)):
             out[k] = bool(v)
         elif isinstance(v, str):
             if len(v) > MAX_ATTRIBUTE_TEXT:
-                raise ScriptError(f"{where}: attribute {k!r} is longer than {MAX_ATTRIBUTE_TEXT} characters", shape=i)
+                raise _Bad(f"attribute {k!r} is longer than {MAX_ATTRIBUTE_TEXT} characters")
             out[k] = v
         elif isinstance(v, numbers.Integral):
             out[k] = int(v)
         elif (f := _real(v)) is not None:
             out[k] = f
         else:
-            raise ScriptError(
-                f"{where}: attribute {k!r} = {_short(v, 30)} must be a string, a finite number or a bool", shape=i
-            )
+            raise _Bad(
+                f"attribute {k!r} = {_short(v, 30)} must be a string, a finite number or a bool")
     return out

@@ -77,6 +77,8 @@ class ChunkProcessor:
         if not claimed:
             log.info("skipping job %s chunk %d: %s", job_id, chunk, why)
             return
+        if why == "running":
+            log.warning("job %s chunk %d: taking over a chunk another delivery started", job_id, chunk)
         began = time.perf_counter()
         job = self.store.jobs.get_unchecked(job_id)
         frames = self.store.datasets.frames(job["dataset"], start, stop, step)
@@ -95,7 +97,9 @@ class ChunkProcessor:
                 FrameOutcome(f["frame"], f["name"], f["width"], f["height"], reason=exc.message) for f in frames
             ]
         self._commit(job_id, chunk, outcomes)
-        self.metrics.chunk.labels(self.device).observe(time.perf_counter() - began)
+        elapsed = time.perf_counter() - began
+        self.metrics.chunk.labels(self.device).observe(elapsed)
+        log.info("job %s chunk %d: %d frames in %.2fs", job_id, chunk, len(outcomes), elapsed)
 
     def _commit(self, job_id: str, chunk: int, outcomes: list[FrameOutcome]) -> None:
         done = [o for o in outcomes if o.reason is None]
