@@ -4,6 +4,7 @@
 
 For each case it prints the median time per frame of
   in-process   calling interpret() directly in this process (no validation)
+  + validate   the same plus validate_shapes() on its result, which the worker does either way
   runtime x1   ScriptRunner.run() with one frame per call (round trip + child + host validation)
   runtime x16  ScriptRunner.run() with 16 frames per call, divided by 16
 the overhead (runtime - in-process) and the ratio, and the first call of a fresh runner (process
@@ -20,6 +21,7 @@ import numpy as np
 
 from cluster.scripts.child import Frame
 from cluster.scripts.pool import FrameInput, ScriptRunner
+from cluster.scripts.validate import validate_shapes
 
 SSD_SCRIPT = """
 import numpy as np
@@ -78,7 +80,7 @@ def mask_output(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"mask": m}
 
 
-def in_process(source: str, outputs: list[dict[str, np.ndarray]], w: int, h: int) -> list[float]:
+def in_process(source: str, outputs: list[dict[str, np.ndarray]], w: int, h: int, validate: bool) -> list[float]:
     g: dict = {"__name__": "__bench__"}
     exec(compile(source, "<script>", "exec"), g)
     fn = g["interpret"]
@@ -86,7 +88,9 @@ def in_process(source: str, outputs: list[dict[str, np.ndarray]], w: int, h: int
     for i, out in enumerate(outputs):
         frame = Frame(id=i, name="", width=w, height=h)
         t = time.perf_counter()
-        fn(out, frame, dict(LABELS), {"threshold": 0.5})
+        shapes = fn(out, frame, dict(LABELS), {"threshold": 0.5})
+        if validate:
+            validate_shapes(shapes, width=w, height=h, labels=LABELS)
         times.append(time.perf_counter() - t)
     return times
 
@@ -120,12 +124,14 @@ def main() -> None:
     ]
     us = 1e6
     for name, src, outputs, w, h in cases:
-        base = statistics.median(in_process(src, outputs, w, h))
+        base = statistics.median(in_process(src, outputs, w, h, validate=False))
+        checked = statistics.median(in_process(src, outputs, w, h, validate=True))
         first1, one = runtime(src, outputs, w, h, 1)
         _, sixteen = runtime(src, outputs, w, h, 16)
         m1, m16 = statistics.median(one), statistics.median(sixteen)
         print(f"{name}  ({args.frames} frames)")
         print(f"  in-process           {base * us:9.1f} us/frame")
+        print(f"  in-process + validate{checked * us:9.1f} us/frame")
         print(f"  runtime, 1 per call  {m1 * us:9.1f} us/frame   overhead {(m1 - base) * us:8.1f} us   ratio {m1 / base:6.2f}x")
         print(f"  runtime, 16 per call {m16 * us:9.1f} us/frame   overhead {(m16 - base) * us:8.1f} us   ratio {m16 / base:6.2f}x")
         print(f"  first call (spawn + imports + load + 1 frame) {first1 * 1e3:7.1f} ms = {first1 / m1:7.0f}x the median")

@@ -851,15 +851,15 @@ def test_hostile_hangs_time_out_and_the_runner_recovers(runners, name):
 
 @needs_corpus
 def test_hostile_subprocess_import_is_refused_before_anything_runs():
-    with pytest.raises(ScriptError, match=r"import not allowed: subprocess \(line 2\)"):
-        ScriptPool().get(hostile("h08_subprocess_import.py"), LABELS, trusted=False)
+    with ScriptPool() as pool, pytest.raises(ScriptError, match=r"import not allowed: subprocess \(line 2\)"):
+        pool.get(hostile("h08_subprocess_import.py"), LABELS, trusted=False)
 
 
 @needs_corpus
 @pytest.mark.parametrize(
     "name, frame_id, reason",
     [
-        ("h26_nan_inf_output.py", 0, "points[0] is nan"),
+        ("h26_nan_inf_output.py", 0, "shape 0 (rectangle): score nan is not a number"),
         ("h27_wrong_types.py", 0, "must return a list of shape dicts, got dict"),
         ("h27_wrong_types.py", 1, "got a generator"),
         ("h27_wrong_types.py", 2, "numpy dtype '|O' cannot be sent"),
@@ -872,6 +872,30 @@ def test_hostile_subprocess_import_is_refused_before_anything_runs():
 def test_hostile_bad_results_are_rejected_with_a_clear_error(runners, name, frame_id, reason):
     (err,) = runners(hostile(name), timeout=5).run([FrameInput(frame_id, 100, 100, {})])
     assert isinstance(err, ScriptError) and reason in err.message
+
+
+@needs_corpus
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("h02_env_secrets_os_environ.py", "RuntimeError: no secrets visible (attack failed)"),
+        ("h03_proc_self_environ.py", "RuntimeError: /proc/self/environ readable but clean"),
+    ],
+)
+def test_hostile_scripts_find_no_credentials_in_the_childs_environment(runners, monkeypatch, name, reason):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
+    monkeypatch.setenv("REDIS_PASSWORD", "hunter3")
+    monkeypatch.setenv("S3_SECRET_KEY", "hunter4")
+    (err,) = runners(hostile(name)).run([FrameInput(1, 10, 10, {})])
+    assert isinstance(err, ScriptError) and err.message.startswith(reason)
+    assert "hunter" not in str(err.details)
+
+
+@needs_corpus
+def test_hostile_stdout_flood_is_discarded_and_the_call_completes(runners):
+    r = runners(hostile("h30_stdout_flood.py"), timeout=30)
+    assert r.run([FrameInput(1, 10, 10, {})]) == [[]]
+    assert r.stats["spawns"] == 1 and len(r.pids) == 1
 
 
 @needs_corpus

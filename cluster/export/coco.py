@@ -20,7 +20,8 @@ import json
 import shutil
 import tempfile
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, Iterable, Mapping, TextIO
+from collections.abc import Iterable, Mapping
+from typing import Any, BinaryIO, TextIO
 
 from cluster.errors import InvalidInput
 from cluster.export import (

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, Iterable, Mapping, TextIO
+from collections.abc import Iterable, Mapping
+from typing import Any, BinaryIO, TextIO
 from xml.sax.saxutils import escape
 
 from cluster.errors import InvalidInput

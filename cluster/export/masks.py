@@ -22,7 +22,8 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image

@@ -135,6 +135,11 @@ def start_seaweed(
     s3_config = _write_identities(data_dir / "s3.json", access_key, secret_key)
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)}
 
+    # Volumes already on disk: not ready until the master knows them all, or reads of existing
+    # objects fail with "volume N not found" (HTTP 500) for the seconds the volume server's first
+    # heartbeat may take.
+    expected_volumes = len(list((data_dir / "volumes").glob("*.dat")))
+
     attempts = 1 if port is not None else _START_ATTEMPTS
     for attempt in range(1, attempts + 1):
         ports = _pick_ports(port)
@@ -164,7 +169,7 @@ def start_seaweed(
         proc = ManagedProcess(argv, log_path=log_path, cwd=data_dir, env=env, name="weed server", grace_s=STOP_GRACE_S)
         proc.start()
         try:
-            probe = _s3_probe(HOST, ports["s3"], access_key, secret_key, proc.pid)
+            probe = _s3_probe(HOST, ports, access_key, secret_key, proc.pid, expected_volumes)
             ready_s = proc.wait_ready(probe, timeout_s, interval_s=0.25)
         except ServiceUnavailable as exc:
             _remove_sockets(ports)
@@ -230,17 +235,25 @@ def _minio(endpoint: str, access_key: str, secret_key: str, *, timeout_s: float 
     return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=False, http_client=http)
 
 
-def _s3_probe(host: str, port: int, access_key: str, secret_key: str, pid: int | None):  # noqa: ANN202
-    """Ready = list buckets, then create and delete a bucket (Seaweed is readable before writable),
-    on a port that our process listens on (not another server that already held it)."""
+def _s3_probe(host: str, ports: dict[str, int], access_key: str, secret_key: str, pid: int | None, expected_volumes: int):  # noqa: ANN202, E501
+    """The readiness probe, all on a port our process listens on (not another server's):
+
+    1. the master knows a volume server holding at least the volumes on disk (else reads of
+       existing objects fail for a few seconds after a restart);
+    2. S3 lists buckets, then creates and deletes a bucket (Seaweed is readable before writable).
+    """
     http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=0.5, read=5.0), retries=False)
-    client = Minio(f"{host}:{port}", access_key=access_key, secret_key=secret_key, secure=False, http_client=http)
+    client = Minio(f"{host}:{ports['s3']}", access_key=access_key, secret_key=secret_key, secure=False, http_client=http)
+    master_status = f"http://{host}:{ports['master']}/dir/status"
     leftovers: list[str] = []
 
     def probe() -> bool:
         ours = listening_ports(pid) if pid is not None else None
-        if ours is not None and port not in ours:
+        if ours is not None and not {ports["s3"], ports["master"]} <= ours:
             return False  # not listening yet (or someone else is)
+        nodes, volumes = _registered_volumes(http, master_status)
+        if nodes == 0 or volumes < expected_volumes:
+            return False
         client.list_buckets()
         bucket = f"prelabel-ready-{uuid.uuid4().hex[:12]}"
         leftovers.append(bucket)
@@ -253,6 +266,21 @@ def _s3_probe(host: str, port: int, access_key: str, secret_key: str, pid: int |
         return True
 
     return probe
+
+
+def _registered_volumes(http: urllib3.PoolManager, url: str) -> tuple[int, int]:
+    """(volume servers, volumes) the master knows, from its /dir/status."""
+    response = http.request("GET", url)
+    if response.status != 200:
+        raise ServiceUnavailable(f"{url} answered HTTP {response.status}")
+    topology = json.loads(response.data).get("Topology") or {}
+    nodes = [
+        node
+        for dc in topology.get("DataCenters") or []
+        for rack in dc.get("Racks") or []
+        for node in rack.get("DataNodes") or []
+    ]
+    return len(nodes), sum(int(node.get("Volumes") or 0) for node in nodes)
 
 
 def _remove_sockets(ports: dict[str, int]) -> None:

@@ -48,6 +48,7 @@ def _port_free(port: int) -> bool:
     import socket
 
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does: TIME_WAIT is no obstacle
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -65,6 +66,9 @@ class LocalCluster:
         self.stopping = threading.Event()
 
     def start(self) -> Settings:
+        port = self.settings.port or free_port()
+        if not _port_free(port):
+            raise ConfigError(f"port {port} on 127.0.0.1 is taken; choose another with --port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         creds = _credentials(self.data_dir)
         s = self.settings.with_(secret_key=creds["secret_key"], cache_dir=self.data_dir / "cache")
@@ -83,9 +87,6 @@ class LocalCluster:
             s = s.with_(s3_endpoint=seaweed.endpoint, s3_access_key=creds["s3_access_key"],
                         s3_secret_key=creds["s3_secret_key"], s3_secure=False)
             print(f"seaweedfs  s3 http://{seaweed.endpoint} (ready in {seaweed.ready_s:.1f}s)", flush=True)
-        port = s.port or free_port()
-        if not _port_free(port):
-            raise ConfigError(f"port {port} on 127.0.0.1 is taken; choose another with --port")
         s = s.with_(port=port, api_url=f"http://127.0.0.1:{port}")
         self.settings = s
         self.env = self._env(s)

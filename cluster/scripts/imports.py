@@ -243,8 +243,10 @@ def is_allowed(
     """Whether ``module`` or one of its parent packages is allowed and none of them is denied."""
     if allowed is None:
         return True
-    allowed = set(allowed)
-    denied = set(denied)
+    if not isinstance(allowed, (set, frozenset)):
+        allowed = set(allowed)
+    if not isinstance(denied, (set, frozenset)):
+        denied = set(denied)
     parts = module.split(".")
     prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]
     if any(p in denied for p in prefixes):

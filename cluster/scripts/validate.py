@@ -107,10 +107,52 @@ def validate_shapes(
                 f"shape {i}: unknown type {_short(kind)} (expected one of {', '.join(SHAPE_TYPES)})", shape=i
             )
         try:
-            out.append(_one(shape, kind, resolve, labels, width, height, (xlo, xhi, ylo, yhi), budget))
+            out.append(_one(shape, kind, resolve, labels, width, height, budget))
         except _Bad as exc:
             raise ScriptError(f"shape {i} ({kind}): {exc}", shape=i) from None
+    _check_all_points(out, width, height, (xlo, xhi, ylo, yhi))
     return out
+
+
+def _check_all_points(out: list[dict[str, Any]], width: int, height: int, box: tuple[float, float, float, float]) -> None:
+    """Turn every shape's points into floats, checking all coordinates of the frame in one go.
+
+    Every shape has an even number of coordinates (checked before), so in the concatenation of all
+    points the even positions are x and the odd ones y.
+    """
+    xlo, xhi, ylo, yhi = box
+    flat: list[Any] = []
+    for item in out:
+        flat.extend(item["points"])
+    floats: list[float] | None = None
+    if set(map(type, flat)) <= _PLAIN_NUMBERS:
+        try:
+            arr = np.asarray(flat, dtype=np.float64)
+        except OverflowError:
+            arr = None
+        if arr is not None and arr.size:
+            xs, ys = arr[0::2], arr[1::2]
+            if (np.isfinite(arr).all() and xs.min() >= xlo and xs.max() <= xhi
+                    and ys.min() >= ylo and ys.max() <= yhi):
+                floats = arr.tolist()
+        elif arr is not None:
+            floats = []
+    pos = 0
+    for i, item in enumerate(out):
+        raw = item["points"]
+        n = len(raw)
+        if floats is not None:
+            pts = floats[pos : pos + n]
+        else:
+            try:
+                pts = _checked_points(raw, width, height, xlo, xhi, ylo, yhi)
+            except _Bad as exc:
+                raise ScriptError(f"shape {i} ({item['type']}): {exc}", shape=i) from None
+        pos += n
+        if n == 4 and (item["type"] == "rectangle" or item["type"] == "mask"):
+            x0, y0, x1, y1 = pts
+            pts = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+        item["points"] = pts
 
 
 class _Bad(Exception):
@@ -118,7 +160,8 @@ class _Bad(Exception):
 
 
 def _one(shape: Mapping[str, Any], kind: str, resolve: Any, labels: Mapping[str, str], width: int, height: int,
-         box: tuple[float, float, float, float], budget: list[int]) -> dict[str, Any]:
+         budget: list[int]) -> dict[str, Any]:
+    """Check one shape's structure; its points are checked with the frame's others afterwards."""
     if "label" not in shape:
         raise _Bad("has no label")
     label = resolve(shape["label"])
@@ -144,13 +187,6 @@ def _one(shape: Mapping[str, Any], kind: str, resolve: Any, labels: Mapping[str,
     if budget[0] < 0:
         raise _Bad(f"more than {budget[1]} coordinates in this frame's shapes")
     _check_count(kind, n)
-    xlo, xhi, ylo, yhi = box
-    pts = _fast_points(pts_in, xlo, xhi, ylo, yhi)
-    if pts is None:
-        pts = _checked_points(pts_in, width, height, xlo, xhi, ylo, yhi)
-    if kind == "rectangle" or kind == "mask":
-        x0, y0, x1, y1 = pts
-        pts = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
 
     score = shape.get("score")
     if score is not None and not (type(score) is float and 0.0 <= score <= 1.0):
@@ -160,32 +196,13 @@ def _one(shape: Mapping[str, Any], kind: str, resolve: Any, labels: Mapping[str,
         score = s
 
     attrs = _attributes(shape.get("attributes"))
-    item: dict[str, Any] = {"type": kind, "label": label, "points": pts, "score": score, "attributes": attrs}
+    item: dict[str, Any] = {"type": kind, "label": label, "points": pts_in, "score": score, "attributes": attrs}
     if rle is not None:
         item["rle"] = rle
     return item
 
 
 _PLAIN_NUMBERS = frozenset({float, int})
-
-
-def _fast_points(pts_in: list[Any] | tuple[Any, ...], xlo: float, xhi: float, ylo: float, yhi: float) -> list[float] | None:
-    """The points as floats when they are all plain, finite and in range; None means: look closer."""
-    if not pts_in:
-        return []
-    if not set(map(type, pts_in)) <= _PLAIN_NUMBERS:
-        return None
-    try:
-        pts = list(map(float, pts_in))
-    except OverflowError:
-        return None
-    total = sum(pts)
-    if total != total or total in (math.inf, -math.inf):  # a nan or an infinity somewhere
-        return None
-    xs, ys = pts[0::2], pts[1::2]
-    if min(xs) < xlo or max(xs) > xhi or (ys and (min(ys) < ylo or max(ys) > yhi)):
-        return None
-    return pts
 
 
 def _checked_points(pts_in: list[Any] | tuple[Any, ...], width: int, height: int,
@@ -245,13 +262,17 @@ def _mask_rle(shape: Mapping[str, Any], width: int, height: int) -> dict[str, An
             if counts.dtype.kind not in "iu" or counts.ndim != 1:
                 raise _Bad("rle counts must be a list of integers")
             counts = counts.tolist()
-        if not isinstance(counts, (list, tuple)) or not all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in counts
-        ):
+        if not isinstance(counts, (list, tuple)):
             raise _Bad("rle counts must be a list of integers (uncompressed COCO RLE)")
-        if any(v < 0 for v in counts):
+        if not set(map(type, counts)) <= {int}:
+            if not all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in counts):
+                raise _Bad("rle counts must be a list of integers (uncompressed COCO RLE)")
+            counts = [int(v) for v in counts]
+        elif type(counts) is not list:
+            counts = list(counts)
+        if counts and min(counts) < 0:
             raise _Bad("rle counts must not be negative")
-        r = {"size": [int(size[0]), int(size[1])], "counts": [int(v) for v in counts]}
+        r = {"size": [int(size[0]), int(size[1])], "counts": counts}
     h, w = r["size"]
     if (h, w) != (height, width):
         raise _Bad(f"mask size {h}x{w} (h x w) differs from the frame's {height}x{width}")

@@ -1,0 +1,49 @@
+"""One frame's annotations in a job, read back from the chunk result the worker wrote to S3.
+
+The dashboard's review panel asks for one frame at a time; the answer is the frame's shapes in the
+stored format (see ``cluster.scripts.validate``), or why the frame failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from cluster.dashboard.auth import api_user
+from cluster.dashboard.clients import clients
+from cluster.errors import NotFound
+from cluster.storage import Keys
+
+bp = Blueprint("annotations", __name__)
+
+
+def chunk_of(job: dict[str, Any], frame: int) -> int:
+    """The index of the chunk holding ``frame``; NotFound if the job's selection does not include it."""
+    start, stop, step = (int(v) for v in job["frames"])
+    if not (start <= frame < stop and (frame - start) % step == 0):
+        raise NotFound(f"frame {frame} is not part of job {job['id']} (frames {start}-{stop - 1}:{step})")
+    return (frame - start) // (int(job["settings"]["chunk_size"]) * step)
+
+
+@bp.get("/jobs/<job_id>/frames/<int:frame>/annotations")
+def frame_annotations(job_id: str, frame: int):
+    c = clients()
+    job = c.store.jobs.get(api_user(), job_id)
+    chunk = chunk_of(job, frame)
+    try:
+        result = c.objects.get_msgpack(Keys.chunk_result(job["id"], chunk))
+    except NotFound:
+        raise NotFound(f"frame {frame} of job {job['id']} has no annotations yet: its chunk is not processed") from None
+    for record in result.get("frames", ()):  # type: ignore[union-attr]
+        if record["frame"] == frame:
+            return jsonify({"frame": frame, "name": record["name"], "width": record["width"],
+                            "height": record["height"], "shapes": record.get("shapes") or [], "failed": None})
+    for record in result.get("failed", ()):  # type: ignore[union-attr]
+        if record["frame"] == frame:
+            # A failed frame may never have been decoded: its size is the one recorded at upload.
+            known = c.store.datasets.frames(job["dataset"], frame, frame + 1)
+            width, height = (known[0]["width"], known[0]["height"]) if known else (None, None)
+            return jsonify({"frame": frame, "name": record["name"], "width": width, "height": height,
+                            "shapes": [], "failed": record.get("reason") or "failed"})
+    raise NotFound(f"frame {frame} is missing from job {job['id']}'s chunk {chunk} result")
