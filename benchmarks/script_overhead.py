@@ -7,13 +7,15 @@ For each case it prints the median time per frame of
   + validate   the same plus validate_shapes() on its result, which the worker does either way
   runtime x1   ScriptRunner.run() with one frame per call (round trip + child + host validation)
   runtime x16  ScriptRunner.run() with 16 frames per call, divided by 16
-the overhead (runtime - in-process) and the ratio, and the first call of a fresh runner (process
-start, imports, script load and one frame) against the median.
+the overhead (runtime - in-process) and the ratio, the CPU time per frame spent by the worker and
+the child together (less sensitive to other load on the machine than wall-clock medians), and the
+first call of a fresh runner (process start, imports, script load and one frame) against the median.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -95,13 +97,22 @@ def in_process(source: str, outputs: list[dict[str, np.ndarray]], w: int, h: int
     return times
 
 
-def runtime(source: str, outputs: list[dict[str, np.ndarray]], w: int, h: int, batch: int) -> tuple[float, list[float]]:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def runtime(source: str, outputs: list[dict[str, np.ndarray]], w: int, h: int, batch: int) -> tuple[float, list[float], float]:
     with ScriptRunner(source, LABELS, timeout=30) as r:
         frames = [FrameInput(i, w, h, out) for i, out in enumerate(outputs)]
         t = time.perf_counter()
         first = r.run(frames[:batch], {"threshold": 0.5})
         first_s = time.perf_counter() - t
         assert all(isinstance(x, list) for x in first), first
+        (pid,) = r.pids
+        cpu0 = time.process_time() + cpu_seconds(pid)
         times = []
         for k in range(0, len(frames), batch):
             chunk = frames[k : k + batch]
@@ -109,7 +120,8 @@ def runtime(source: str, outputs: list[dict[str, np.ndarray]], w: int, h: int, b
             res = r.run(chunk, {"threshold": 0.5})
             times.append((time.perf_counter() - t) / len(chunk))
             assert all(isinstance(x, list) for x in res), res
-        return first_s, times
+        cpu = (time.process_time() + cpu_seconds(pid) - cpu0) / len(frames)
+        return first_s, times, cpu
 
 
 def main() -> None:
@@ -125,15 +137,19 @@ def main() -> None:
     us = 1e6
     for name, src, outputs, w, h in cases:
         base = statistics.median(in_process(src, outputs, w, h, validate=False))
+        c0 = time.process_time()
         checked = statistics.median(in_process(src, outputs, w, h, validate=True))
-        first1, one = runtime(src, outputs, w, h, 1)
-        _, sixteen = runtime(src, outputs, w, h, 16)
+        checked_cpu = (time.process_time() - c0) / len(outputs)
+        first1, one, cpu1 = runtime(src, outputs, w, h, 1)
+        _, sixteen, cpu16 = runtime(src, outputs, w, h, 16)
         m1, m16 = statistics.median(one), statistics.median(sixteen)
         print(f"{name}  ({args.frames} frames)")
         print(f"  in-process           {base * us:9.1f} us/frame")
         print(f"  in-process + validate{checked * us:9.1f} us/frame")
         print(f"  runtime, 1 per call  {m1 * us:9.1f} us/frame   overhead {(m1 - base) * us:8.1f} us   ratio {m1 / base:6.2f}x")
         print(f"  runtime, 16 per call {m16 * us:9.1f} us/frame   overhead {(m16 - base) * us:8.1f} us   ratio {m16 / base:6.2f}x")
+        print(f"  CPU per frame: in-process + validate {checked_cpu * us:.0f} us, runtime x1 {cpu1 * us:.0f} us, "
+              f"runtime x16 {cpu16 * us:.0f} us (worker + child)")
         print(f"  first call (spawn + imports + load + 1 frame) {first1 * 1e3:7.1f} ms = {first1 / m1:7.0f}x the median")
 
 

@@ -13,15 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
-from skimage.measure import points_in_poly
 from PIL import Image
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
+from skimage.measure import points_in_poly
 
 from cluster.errors import InvalidInput
 from cluster.export import write_coco, write_cvat, write_masks
-from cluster.export.masks import fill_polygon
 from cluster.export._rle import coco_area_bbox, coco_decode, coco_encode, cvat_decode, cvat_encode
+from cluster.export.masks import fill_polygon
+
+# pycocotools' decode warns under numpy 2; not ours to fix.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 
 LABELS = {"1": "coin", "2": "horse & <rider>", "7": "box"}
 POLYGON = [30.0, 20.0, 150.0, 35.0, 120.0, 160.0, 40.0, 130.0]
@@ -142,7 +146,7 @@ def test_coco_loads_in_pycocotools_and_masks_are_exact(tmp_path, frames, coins, 
     assert [a["id"] for a in anns] == [1, 2, 3, 4, 5]
     assert [(a["image_id"], a["category_id"], a["iscrowd"]) for a in anns] == [
         (1, 1, 1), (1, 2, 0), (1, 7, 0), (3, 2, 1), (4, 7, 1)]
-    for ann, mask in zip((anns[0], anns[3], anns[4]), (coins, horse, camera)):
+    for ann, mask in zip((anns[0], anns[3], anns[4]), (coins, horse, camera), strict=True):
         assert np.array_equal(coco.annToMask(ann), mask.astype(np.uint8))
         assert ann["area"] == int(mask.sum())
         ys, xs = np.nonzero(mask)
@@ -225,7 +229,7 @@ def test_cvat_xml_parses_and_masks_round_trip(frames, coins, horse, camera):
     assert [child.tag for child in first] == ["mask", "polygon", "box", "polyline", "points", "tag"]
 
     for image, mask, label in zip(images[:3], (coins, horse, camera),
-                                  ("coin", "horse & <rider>", "box")):
+                                  ("coin", "horse & <rider>", "box"), strict=True):
         element = image.find("mask")
         assert element.get("label") == label and element.get("source") == "auto"
         rle = [int(v) for v in element.get("rle").split(",")]
@@ -392,14 +396,16 @@ def test_twenty_thousand_frames_keep_memory_flat(tmp_path: Path):
             write_masks(frames, labels, zf)
 
     report = []
-    for name, write in (("coco", coco), ("cvat", cvat), ("masks", masks)):
-        early, late, total = _peaks(write, 20_000, checkpoint=2_000)
-        report.append(f"{name}: tracemalloc peak {early:.2f} MB after 2,000 frames, "
-                      f"{late:.2f} MB after 20,000, {total:.2f} MB for the whole export")
+    # PNG masks are slow under tracemalloc (a PNG encode per frame), hence fewer frames there.
+    runs = (("coco", coco, 20_000), ("cvat", cvat, 20_000), ("masks", masks, 5_000))
+    for name, write, count in runs:
+        early, late, total = _peaks(write, count, checkpoint=count // 10)
+        report.append(f"{name}: tracemalloc peak {early:.2f} MB after {count // 10:,} frames, "
+                      f"{late:.2f} MB after {count:,}, {total:.2f} MB for the whole export")
         if name == "masks":
             # zipfile keeps one ZipInfo per member (the central directory) until close: linear
             # by design, well under 1 kB a frame; the rest is per frame.
-            assert late < early + 20_000 * 1e-3
+            assert late < early + count * 1e-3, report[-1]
         else:
             assert late < early * 1.25 + 0.25, report[-1]
             assert total < 4, report[-1]  # + the annotation copy buffer at the end (COCO)
@@ -411,4 +417,4 @@ def test_twenty_thousand_frames_keep_memory_flat(tmp_path: Path):
     images = sum(1 for _, el in ET.iterparse(tmp_path / "cvat.xml") if el.tag == "image")
     assert images == 20_000
     with zipfile.ZipFile(tmp_path / "masks.zip") as zf:
-        assert len(zf.namelist()) == 20_001
+        assert len(zf.namelist()) == 5_001

@@ -162,9 +162,14 @@ def test_corrupt_bmp_header_is_rejected(images):
 
 
 def test_oversized_image_is_rejected(images):
-    (result,) = iter_upload("a.jpg", images["astronaut.jpg"],
-                            limits=IngestLimits(max_image_pixels=512 * 511))
+    jpeg = images["astronaut.jpg"]
+    (result,) = iter_upload("a.jpg", jpeg, limits=IngestLimits(max_image_pixels=512 * 511))
     assert result == Rejected("a.jpg", "image too large: 512x512 pixels (limit 261632)")
+    small = IngestLimits(max_image_bytes=1000)
+    (result,) = iter_upload("a.jpg", NonSeekable(jpeg), limits=small)
+    assert result == Rejected("a.jpg", "image too large: more than 1000 bytes")
+    (result,) = iter_upload("z.zip", _zip([("a.jpg", jpeg)]), limits=small)
+    assert result == Rejected("z.zip/a.jpg", f"image too large: {len(jpeg)} bytes (limit 1000)")
 
 
 @pytest.mark.parametrize("name, data, what", [

@@ -130,34 +130,41 @@ def test_protocol_round_trips_arrays_as_read_only_without_pickle():
         "empty": np.zeros((0, 7), dtype=np.float32),
     }
     data = protocol.pack({"op": "x", "a": arrays, "n": np.int64(3)})
-    (n,) = struct.unpack(">I", data[:4])
-    assert n == len(data) - 4
+    raw_len, body_len = struct.unpack(">II", data[:8])
+    assert 8 + raw_len + body_len == len(data)
     assert b"pickle" not in data and b"numpy._core" not in data and b"cnumpy" not in data
-    back = protocol.unpack(data[4:])
+    back = protocol.unpack(data)
     assert back["n"] == 3
     for k, a in arrays.items():
         got = back["a"][k]
         assert got.dtype == a.dtype and got.shape == a.shape and np.array_equal(got, a)
-        assert not got.flags.writeable
+        assert not got.flags.writeable and got.flags.aligned
 
 
-def test_protocol_refuses_object_arrays_both_ways():
+def forged_frame(body: object, raw: bytes = b"\0" * 64) -> bytes:
+    packed = msgpack.packb(body)
+    return struct.pack(">II", len(raw), len(packed)) + raw + packed
+
+
+def test_protocol_refuses_object_arrays_and_bad_array_references():
     with pytest.raises(protocol.ProtocolError, match="cannot be sent"):
         protocol.pack({"a": np.array([object()], dtype=object)})
-    forged = {"__nd__": True, "dtype": "|O", "shape": [1], "data": b"\0" * 8}
+    ref = {"__nd__": True, "dtype": "<f4", "shape": [4], "offset": 0, "nbytes": 16}
+    assert protocol.unpack(forged_frame({"a": ref}))["a"].tolist() == [0.0] * 4
     with pytest.raises(protocol.ProtocolError, match="cannot be sent"):
-        protocol.unpack(msgpack.packb({"a": forged}))
-    short = {"__nd__": True, "dtype": "<f4", "shape": [4], "data": b"\0" * 8}
+        protocol.unpack(forged_frame({"a": {**ref, "dtype": "|O", "nbytes": 32}}))
     with pytest.raises(protocol.ProtocolError, match="needs 16 bytes, got 8"):
-        protocol.unpack(msgpack.packb(short))
+        protocol.unpack(forged_frame({**ref, "nbytes": 8}))
+    with pytest.raises(protocol.ProtocolError, match="malformed numpy array"):
+        protocol.unpack(forged_frame({**ref, "offset": 56}))  # runs past the raw section
     with pytest.raises(protocol.ProtocolError, match="extension types are not accepted"):
-        protocol.unpack(msgpack.packb(msgpack.ExtType(42, b"x")))
+        protocol.unpack(forged_frame(msgpack.ExtType(42, b"x")))
 
 
 def test_protocol_refuses_an_oversized_frame_from_its_header_alone():
     reader = protocol.FrameReader(max_size=1024)
     with pytest.raises(protocol.ProtocolError, match="exceeds the 1024-byte limit"):
-        list(reader.feed(struct.pack(">I", 4096)))
+        list(reader.feed(struct.pack(">II", 4000, 96)))
     with pytest.raises(protocol.ProtocolError, match="exceeds"):
         protocol.pack({"x": b"a" * 2000}, max_size=1024)
 
@@ -197,7 +204,7 @@ def test_strict_packing_never_calls_methods_a_script_overrode():
         def __iter__(self):
             raise AssertionError("called")
 
-    back = protocol.unpack(protocol.pack([Evil(1.5), EvilList([1, 2]), (3, 4)], strict=True)[4:])
+    back = protocol.unpack(protocol.pack([Evil(1.5), EvilList([1, 2]), (3, 4)], strict=True))
     assert back == [1.5, [1, 2], [3, 4]]
     loop: list = []
     loop.append(loop)
@@ -664,6 +671,13 @@ def test_a_failing_top_level_is_a_load_error_for_every_frame_without_respawning(
     assert r.stats["spawns"] == 1
     with pytest.raises(ScriptError, match="undefined_name"):
         r.start()
+
+
+def test_an_import_that_only_fails_in_the_child_is_a_load_error_naming_module_and_line(runners):
+    r = runners("import json\nimport os.nothing_here\ndef interpret(o, f, l, c):\n    return []\n", trusted=True)
+    (err,) = r.run([FrameInput(1, 10, 10, {})])
+    assert err.message.startswith("importing os.nothing_here failed: ModuleNotFoundError")
+    assert err.message.endswith("(line 2)") and err.details["kind"] == "load"
 
 
 def test_a_script_with_a_syntax_error_is_refused_before_any_process_starts():

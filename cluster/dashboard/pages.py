@@ -2,18 +2,56 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
 from cluster.dashboard.auth import current_user, login_required
 from cluster.dashboard.clients import clients
-from cluster.errors import PrelabelError, Unauthorized
+from cluster.errors import InvalidInput, NotFound, PrelabelError, Unauthorized
 from cluster.jobs import job_status, submit_job
 
 bp = Blueprint("pages", __name__, template_folder="templates")
 
+FAILED_PAGE = 50  # failed frames shown per page on a job's page (the rest are paged in by the browser)
+
+
+@bp.app_template_filter("when")
+def when(epoch: float | None) -> str:
+    """An epoch time as ISO 8601 UTC (the browser shows it in local time)."""
+    if not epoch:
+        return ""
+    return dt.datetime.fromtimestamp(float(epoch), dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@bp.app_template_filter("duration")
+def duration(seconds: float | None) -> str:
+    """Seconds as "42s", "3m 5s" or "2h 10m" (the same as common.js); "–" for none."""
+    if seconds is None:
+        return "–"
+    s = round(float(seconds))
+    if s < 60:
+        return f"{s}s"
+    h, m, s = s // 3600, s % 3600 // 60, s % 60
+    return f"{h}h {m}m" if h else f"{m}m {s}s"
+
+
+def _user_or_none():
+    try:
+        return current_user()
+    except PrelabelError:
+        return None
+
 
 def error_page(exc: PrelabelError):
-    return render_template("error.html", error=exc), exc.status
+    return render_template("error.html", error=exc, user=_user_or_none()), exc.status
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: not "//host" or "/\\host", which browsers take as another site."""
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
+        return target
+    return url_for("pages.jobs")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -29,8 +67,7 @@ def login():
             session.clear()
             session["token"] = token
             session["user"] = user.name
-            target = request.args.get("next") or url_for("pages.jobs")
-            return redirect(target if target.startswith("/") else url_for("pages.jobs"))
+            return redirect(_safe_next(request.args.get("next")))
     return render_template("login.html", error=error), (401 if error else 200)
 
 
@@ -40,9 +77,7 @@ def logout():
     return redirect(url_for("pages.login"))
 
 
-@bp.get("/")
-@login_required
-def jobs():
+def _jobs_page(form: dict | None = None, form_error: str | None = None, status: int = 200):
     c = clients()
     user = current_user()
     rows = [job_status(c.store, j) for j in c.store.jobs.list(user)]
@@ -52,7 +87,15 @@ def jobs():
         jobs=rows,
         datasets=c.store.datasets.list(user),
         models=c.store.models.list(user),
-    )
+        form=form or {},
+        form_error=form_error,
+    ), status
+
+
+@bp.get("/")
+@login_required
+def jobs():
+    return _jobs_page()
 
 
 @bp.post("/jobs")
@@ -61,6 +104,10 @@ def start_job():
     c = clients()
     form = request.form
     try:
+        try:
+            threshold = float(form.get("threshold") or 0.5)
+        except ValueError:
+            raise InvalidInput(f"the threshold must be a number between 0 and 1, got {form.get('threshold')!r}")
         job = submit_job(
             c.store,
             c.broker,
@@ -69,11 +116,11 @@ def start_job():
             model=form.get("model", ""),
             device=form.get("device") or "CPU",
             frames=form.get("frames") or None,
-            threshold=float(form.get("threshold") or 0.5),
+            threshold=threshold,
             chunk_size=c.settings.chunk_size,
         )
-    except ValueError as exc:
-        return render_template("error.html", error=PrelabelError(f"bad threshold: {exc}")), 400
+    except (InvalidInput, NotFound) as exc:
+        return _jobs_page(form=form.to_dict(), form_error=exc.message, status=exc.status)
     return redirect(url_for("pages.job", job_id=job["id"]))
 
 
@@ -83,9 +130,14 @@ def job(job_id: str):
     c = clients()
     user = current_user()
     record = c.store.jobs.get(user, job_id)
+    try:
+        labels = c.store.models.get_unchecked(record["model"])["labels"]
+    except NotFound:
+        labels = {}
     return render_template(
         "job.html",
         user=user,
         job=job_status(c.store, record),
-        failed=c.store.jobs.failed_frames(record["id"], 0, 199),
+        failed=c.store.jobs.failed_frames(record["id"], 0, FAILED_PAGE - 1),
+        page={"labels": labels, "failed_page": FAILED_PAGE},
     )

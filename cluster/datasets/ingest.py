@@ -25,9 +25,10 @@ import shutil
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator, NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
@@ -189,7 +190,7 @@ def verify_image(name: str, data: bytes, ext: str,
                  limits: IngestLimits = DEFAULT_LIMITS) -> Frame | Rejected:
     """Fully decode ``data`` (of type ``ext``) with PIL; a :class:`Frame` of the original bytes."""
     if len(data) > limits.max_image_bytes:
-        return Rejected(name, f"image too large: {len(data)} bytes (limit {limits.max_image_bytes})")
+        return Rejected(name, f"image too large: more than {limits.max_image_bytes} bytes")
     early_end = _structural_truncation(data, ext)
     if early_end:
         return Rejected(name, f"truncated image: {early_end}")

@@ -8,7 +8,8 @@ used; rotation metadata and the sample aspect ratio are ignored (frames are the 
 from __future__ import annotations
 
 import io
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import av
 

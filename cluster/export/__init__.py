@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from cluster.errors import InvalidInput
@@ -104,7 +104,8 @@ def numeric_label_ids(labels: Mapping[str, str]) -> dict[str, int]:
     return ids
 
 
-def iter_frames(frames: Iterable[Mapping[str, Any]], summary: ExportSummary) -> Iterator[FrameResult]:
+def iter_frames(frames: Iterable[Mapping[str, Any]],
+                summary: ExportSummary) -> Iterator[FrameResult]:
     """Validated frames; malformed, duplicate or out-of-order ones are skipped and counted."""
     last = None
     for raw in frames:

@@ -17,10 +17,9 @@ Output is ASCII JSON (``ensure_ascii``), one image or annotation per line.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
-from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from typing import Any, BinaryIO, TextIO
 
 from cluster.errors import InvalidInput

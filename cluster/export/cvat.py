@@ -7,9 +7,9 @@ the mask cropped to its tight bbox, starting with zeros, ``", "``-separated), an
 Every shape is ``source="auto" occluded="0" z_order="0"``.
 
 Scores: CVAT XML has no score field. A shape's score is written as an attribute named
-``score_attribute`` (default ``"score"``, ``None`` omits it), with six significant digits. CVAT keeps
-attributes only when the target task's label declares them, so scores survive a re-import only if
-the label has a ``score`` attribute (a number); otherwise they are dropped silently by CVAT.
+``score_attribute`` (default ``"score"``, ``None`` omits it), with six significant digits. CVAT
+keeps attributes only when the target task's label declares them, so scores survive a re-import
+only if the label has a ``score`` attribute (a number); otherwise CVAT drops them silently.
 Attribute values are written as text; booleans as ``true``/``false`` (CVAT's checkbox values).
 
 Frames in ``failed`` have no ``<image>`` element (they have no annotations, and no size to give);
@@ -19,8 +19,8 @@ each is recorded as an XML comment at the end of the document.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from typing import Any, BinaryIO, TextIO
 from xml.sax.saxutils import escape
 

@@ -21,8 +21,8 @@ import itertools
 import os
 import re
 import zipfile
-from pathlib import Path
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np

@@ -16,7 +16,7 @@ import os
 import random
 import socket
 import threading
-from collections.abc import Set
+from collections.abc import Set as AbstractSet
 
 from cluster.errors import ServiceUnavailable
 
@@ -52,7 +52,7 @@ def port_is_free(port: int, host: str = HOST, *, reuse_addr: bool = False) -> bo
     return True
 
 
-def free_port(avoid: Set[int] = frozenset(), *, host: str = HOST) -> int:
+def free_port(avoid: AbstractSet[int] = frozenset(), *, host: str = HOST) -> int:
     """A free TCP port on host (loopback by default), below 55000, not in ``avoid``.
 
     Raises ServiceUnavailable when no free port is found.
@@ -60,7 +60,7 @@ def free_port(avoid: Set[int] = frozenset(), *, host: str = HOST) -> int:
     return _pick(avoid, _SINGLE_RANGE, offsets=(0,), host=host)
 
 
-def free_port_pair(avoid: Set[int] = frozenset(), *, offset: int = GRPC_OFFSET, host: str = HOST) -> int:
+def free_port_pair(avoid: AbstractSet[int] = frozenset(), *, offset: int = GRPC_OFFSET, host: str = HOST) -> int:
     """A port P below 55000 such that P and P + ``offset`` are both free and neither is in ``avoid``.
 
     Used for SeaweedFS, whose gRPC port is its HTTP port + 10000. Add both P and P + offset to
@@ -72,7 +72,7 @@ def free_port_pair(avoid: Set[int] = frozenset(), *, offset: int = GRPC_OFFSET, 
     return _pick(avoid, (low, high), offsets=(0, offset), host=host)
 
 
-def _pick(avoid: Set[int], port_range: tuple[int, int], *, offsets: tuple[int, ...], host: str) -> int:
+def _pick(avoid: AbstractSet[int], port_range: tuple[int, int], *, offsets: tuple[int, ...], host: str) -> int:
     low, high = port_range
     rng = random.SystemRandom()
     with _lock:

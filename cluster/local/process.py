@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from cluster.errors import ServiceUnavailable
 
@@ -95,7 +95,7 @@ class ManagedProcess:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> "ManagedProcess":
+    def start(self) -> Self:
         """Start the command; returns self. Raises ServiceUnavailable if it cannot be executed."""
         if self._popen is not None:
             raise ServiceUnavailable(f"{self.name} was already started (pid {self._popen.pid})")
@@ -114,7 +114,7 @@ class ManagedProcess:
                     env=self.env,
                     close_fds=True,
                     start_new_session=True,
-                    preexec_fn=_child_setup(os.getpid()),
+                    preexec_fn=_child_setup(os.getpid()),  # noqa: PLW1509 - prctl only, no locks taken
                 )
             except OSError as exc:
                 raise ServiceUnavailable(
@@ -213,7 +213,7 @@ class ManagedProcess:
         text = data.decode("utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
-    def __enter__(self) -> "ManagedProcess":
+    def __enter__(self) -> Self:
         return self if self._popen is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -243,8 +243,7 @@ class ManagedProcess:
         tail = self.log_tail()
         probe = f"\nlast probe error: {type(last_error).__name__}: {last_error}" if last_error else ""
         message = (
-            f"{what}\ncommand: {self.command}\nlog: {self.log_path}{probe}\n"
-            f"last lines of the log:\n{tail or '(empty)'}"
+            f"{what}\ncommand: {self.command}\nlog: {self.log_path}{probe}\nlast lines of the log:\n{tail or '(empty)'}"
         )
         return ServiceUnavailable(
             message,
@@ -272,5 +271,5 @@ def _stop_all() -> None:
     for proc in list(_LIVE):
         try:
             proc.stop()
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except Exception:  # noqa: BLE001, S110 - best effort at exit
             pass

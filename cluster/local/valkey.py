@@ -9,6 +9,7 @@ from __future__ import annotations
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import redis
 from redis.backoff import NoBackoff
@@ -73,7 +74,7 @@ class ValkeyProcess:
         """SIGTERM (Valkey flushes the AOF and exits), SIGKILL after ``grace_s``."""
         return self.process.stop(grace_s)
 
-    def __enter__(self) -> "ValkeyProcess":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -121,7 +122,7 @@ def start_valkey(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _pinger(port: int, pid: int | None):  # noqa: ANN202 - a probe for ManagedProcess.wait_ready
+def _pinger(port: int, pid: int | None):
     """PING answered by *our* server: another one may already hold the port (ours then exits)."""
 
     def probe() -> bool:

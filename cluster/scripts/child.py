@@ -155,6 +155,7 @@ class Session:
         self.builtins: dict[str, Any] = builtins.__dict__
         self.max_shapes = 10_000
         self.max_points = 200_000
+        self.labels: dict[str, Any] = {}
 
     # -- load ---------------------------------------------------------------------------------
     def load(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +164,7 @@ class Session:
             return {"op": "error", "error": "a script is already loaded in this process", "line": 0}
         source = msg["source"]
         self.style = msg.get("style") or STYLE_LEGACY
+        self.labels = dict(msg.get("labels") or {})
         self.max_shapes = int(msg.get("max_shapes") or self.max_shapes)
         self.max_points = int(msg.get("max_points") or self.max_points)
         for name, line in msg.get("imports") or ():
@@ -209,7 +211,7 @@ class Session:
     def run(self, msg: dict[str, Any]) -> None:
         frames = msg.get("frames") or []
         context = msg.get("context") or {}
-        labels = msg.get("labels") or {}
+        labels = msg.get("labels") or self.labels
         if not self.loaded:
             for i in range(len(frames)):
                 self._send({"op": "result", "i": i, "error": "no script is loaded", "kind": "protocol"}, False)

@@ -61,7 +61,7 @@ ENV_PASSTHROUGH = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the directory that holds `cluster/`
 STDERR_LIMIT = 64 * 1024
 PIPE_SIZE = 1 << 20
-READ_CHUNK = 1 << 20
+STDERR_CHUNK = 64 * 1024
 
 
 @dataclass
@@ -139,7 +139,7 @@ class _Child:
         if self.fd_err is None:
             return
         try:
-            data = os.read(self.fd_err, READ_CHUNK)
+            data = os.read(self.fd_err, STDERR_CHUNK)
         except BlockingIOError:
             return
         except OSError:
@@ -191,8 +191,8 @@ class _Child:
                 writable = True
         return writable
 
-    def send(self, parts: tuple[bytes, bytes], deadline: float) -> None:
-        """Write a message (header, body) without ever blocking past the deadline."""
+    def send(self, parts: list[Any], deadline: float) -> None:
+        """Write a message (the buffers ``protocol.encode`` made) without blocking past the deadline."""
         views = [memoryview(p).cast("B") for p in parts if len(p)]
         writable = True  # try at once; poll only when the pipe is full
         while views:
@@ -200,7 +200,7 @@ class _Child:
                 writable = self._handle(self._poll(True, deadline))
                 continue
             try:
-                n = os.writev(self.fd_in, views)
+                n = os.writev(self.fd_in, views[:1024])  # IOV_MAX
             except BlockingIOError:
                 writable = False
                 continue
@@ -611,7 +611,7 @@ class ScriptRunner:
             if not failed:
                 break
 
-    def _exchange(self, proc: _Process, batch: list[int], frames: list[FrameInput], data: tuple[bytes, bytes], timeout: float,
+    def _exchange(self, proc: _Process, batch: list[int], frames: list[FrameInput], data: list[Any], timeout: float,
                   legacy: bool, results: list[Any]) -> ScriptError | None:
         """Send one batch and collect its replies into ``results``; return the failure, if any.
 

@@ -14,7 +14,6 @@ from typing import Any, Mapping
 
 import numpy as np
 
-RLE = dict  # {"size": [h, w], "counts": list[int]}
 
 
 def encode(mask: np.ndarray) -> dict[str, Any]:
