@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from PIL import Image, ImageDraw
-
 from cluster_fixtures import new_user, register, tiny_model, wait_job
+from PIL import Image, ImageDraw
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path("/tmp/prelabel-shots")
@@ -176,6 +175,24 @@ def test_a_login_asked_for_by_a_job_page_returns_to_that_page(page, world):
     page.click("button[type=submit]")
     expect(page).to_have_url(re.compile(re.escape(job_path) + "$"))
     expect(page.locator("h1")).to_contain_text(world["job"]["id"])
+
+
+def test_a_job_that_is_not_yours_shows_a_not_found_page(page, cluster, world):
+    from playwright.sync_api import expect
+
+    _, stranger = new_user(cluster)
+    _log_in(page, stranger.token)
+    expect(page.locator("h1")).to_have_text("Jobs")
+    expect(page.locator(f'tr[data-job="{world["job"]["id"]}"]')).to_have_count(0)
+    expect(page.locator("#new-job .warning")).to_contain_text("You have no datasets yet")
+    expect(page.locator("#new-job button[type=submit]")).to_be_disabled()
+    _shot(page, "jobs-empty")
+    response = page.goto(f"/jobs/{world['job']['id']}")
+    assert response is not None and response.status == 404
+    expect(page.locator("h1")).to_have_text("Not found")
+    expect(page.locator("#error-message")).to_contain_text("no job")
+    expect(page.locator("body")).not_to_contain_text("street")
+    _shot(page, "job-not-found")
 
 
 def test_the_login_never_sends_the_user_to_another_site(cluster, world):

@@ -128,3 +128,21 @@ def test_decoding_a_chunk_result_gives_frame_sized_masks(demo_job, cluster):
     for shape in frame["shapes"]:
         if shape["type"] == "mask":
             assert decode(shape["rle"]).shape == (frame["height"], frame["width"])
+
+
+def test_workers_and_the_dashboard_serve_prometheus_metrics(demo_job, cluster):
+    import requests
+
+    from cluster.store import Store
+
+    workers = Store.from_settings(cluster).workers.all()
+    assert workers, "the session's worker is registered"
+    text = requests.get(workers[0]["metrics"], timeout=10).text
+    done = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith('prelabel_worker_frames_processed_total{device="CPU",outcome="done"}'))
+    assert done >= demo_job["status"]["frames_done"]
+    assert "prelabel_worker_inference_duration_seconds_bucket" in text
+    assert "prelabel_worker_errors_total" in text or "# HELP prelabel_worker_errors_total" in text
+    dash = requests.get(cluster.api_url + "/metrics", timeout=10).text
+    assert 'prelabel_broker_queue_depth_messages{queue="annotate.CPU"}' in dash
+    assert 'prelabel_broker_queue_depth_messages{queue="annotate.GPU"}' in dash

@@ -21,7 +21,7 @@ def when(epoch: float | None) -> str:
     """An epoch time as ISO 8601 UTC (the browser shows it in local time)."""
     if not epoch:
         return ""
-    return dt.datetime.fromtimestamp(float(epoch), dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.fromtimestamp(float(epoch), dt.UTC).isoformat(timespec="seconds")
 
 
 @bp.app_template_filter("duration")

@@ -35,14 +35,15 @@
     job = await api(`/api/jobs/${JOB}`);
     show(job);
     if (job.frames_failed !== before.frames_failed) loadFailed();
-    if (job.frames_done + job.frames_failed !== before.frames_done + before.frames_failed) review.retryPending();
+    if (job.frames_done + job.frames_failed !== before.frames_done + before.frames_failed
+        || job.state !== before.state) review.retryPending();
     return !FINISHED.includes(job.state);
   }
 
   $("cancel").addEventListener("click", async () => {
     if (!confirm("Cancel this job? Frames already annotated are kept.")) return;
     $("cancel").disabled = true;
-    try { show(job = await api(`/api/jobs/${JOB}/cancel`, {method: "POST"})); }
+    try { show(job = await api(`/api/jobs/${JOB}/cancel`, {method: "POST"})); review.retryPending(); }
     catch (e) { alert(e.message); }
     finally { $("cancel").disabled = false; }
   });
@@ -246,9 +247,10 @@
 
       // What the frame is: its shapes, why it failed, or that it is not done yet.
       if (problem) {
-        status.replaceChildren(el("span", {class: pending ? "muted" : "error",
-          text: pending ? "Not annotated yet: this frame's chunk has not been processed. It appears here when it is."
-                        : problem.message}));
+        let text = problem.message;
+        if (pending) text = "Not annotated yet: this frame's chunk has not been processed. It appears here when it is.";
+        else if (problem.status === 404 && job.state === "cancelled") text = "Not annotated: the job was cancelled first.";
+        status.replaceChildren(el("span", {class: pending ? "muted" : "error", text}));
       } else if (ann.failed) {
         status.replaceChildren(el("span", {class: "error-box", id: "frame-failed", text: `This frame failed: ${ann.failed}`}));
         failedSeen.add(rec.frame);
@@ -298,7 +300,7 @@
       if (go) await loadPage(page + Number(go.dataset.go));
     });
     $("goto-frame").addEventListener("keydown", e => {
-      if (e.key === "Enter") { e.preventDefault(); select(Number(e.target.value)); }
+      if (e.key === "Enter" && e.target.value.trim() !== "") { e.preventDefault(); select(Number(e.target.value)); }
     });
     document.addEventListener("keydown", e => {
       if (e.target.closest("input:not([type=checkbox]), select, textarea") || e.altKey || e.ctrlKey || e.metaKey) return;

@@ -11,7 +11,7 @@
         el("div", {class: "hint"}, el("time", {class: "created", datetime: new Date(j.created_at * 1000).toISOString()}))),
       el("td", {class: "dataset", text: j.dataset_name}), el("td", {class: "model", text: j.model_name}),
       el("td", {class: "device", text: j.device}),
-      el("td", {}, el("span", {class: "badge state"})),
+      el("td", {}, el("span", {class: "badge state"}), el("div", {class: "hint waiting"})),
       el("td", {}, el("div", {class: "progress"},
         el("div", {class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100},
           el("div", {class: "done"}), el("div", {class: "bad"})),
@@ -25,7 +25,9 @@
     row.querySelector(".counts").textContent = `${j.frames_done} / ${j.frames_failed} / ${j.frames_total}`;
     row.querySelector(".fps").textContent = j.fps ? j.fps.toFixed(1) : "–";
     row.querySelector(".eta").textContent = j.eta_s === null ? "–" : duration(j.eta_s);
-    row.title = j.warning || "";
+    const waiting = row.querySelector(".waiting");
+    waiting.textContent = j.warning ? `no ${j.device} worker` : "";
+    waiting.title = j.warning || "";
   }
 
   async function refresh() {
