@@ -134,3 +134,20 @@ def test_a_model_whose_script_fails_is_not_registered(cluster, tmp_path):
         register(client, "notamodel", tmp_path / "tiny.xml", tmp_path / "tiny.xml", RECT_SCRIPT, {"1": "thing"})
     assert err.value.status == 400
     assert client.get("/api/models") == []
+
+
+def test_a_chunk_that_keeps_failing_is_retried_then_its_frames_fail_with_the_reason(cluster, tmp_path):
+    from cluster.storage import open_store
+
+    _, client = new_user(cluster)
+    xml, bin_ = tiny_model(tmp_path)
+    model = register(client, "vanishing", xml, bin_, RECT_SCRIPT, {"1": "thing"})
+    open_store(cluster).delete_prefix(f"models/{model['id']}/")  # the model's files are gone from S3
+    dataset = client.post("/api/datasets", json={"name": "two"})
+    for i in range(2):
+        client.upload(dataset["id"], f"{i}.png", io.BytesIO(_image("PNG", i)))
+    job = client.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"]})
+    status = wait_job(client, job["id"], timeout_s=180)
+    assert status["state"] == "failed" and status["frames_failed"] == 2 and status["frames_done"] == 0
+    reasons = {f["reason"] for f in client.get(f"/api/jobs/{job['id']}/failed")}
+    assert len(reasons) == 1 and "does not exist" in reasons.pop()

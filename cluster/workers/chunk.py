@@ -84,18 +84,16 @@ class ChunkProcessor:
         frames = self.store.datasets.frames(job["dataset"], start, stop, step)
         try:
             outcomes = self._process(job, frames)
-        except FrameError:
-            raise
-        except PrelabelError as exc:
-            # A chunk-wide failure (model unreadable, S3 down...). Retry while Dramatiq will; on
-            # the last attempt record every frame as failed so the job can finish.
+        except Exception as exc:  # noqa: BLE001 - any chunk-wide failure must still end the chunk
+            # A chunk-wide failure (model unreadable, S3 down, a bug). Retry while Dramatiq will; on
+            # the last attempt record every frame as failed with the reason, so the job can finish.
             self.metrics.errors.labels(self.device, "chunk").inc()
+            reason = exc.message if isinstance(exc, PrelabelError) else f"{type(exc).__name__}: {exc}"
             if not self.last_attempt():
+                log.warning("job %s chunk %d failed, will retry: %s", job_id, chunk, reason)
                 raise
-            log.error("job %s chunk %d failed: %s", job_id, chunk, exc)
-            outcomes = [
-                FrameOutcome(f["frame"], f["name"], f["width"], f["height"], reason=exc.message) for f in frames
-            ]
+            log.error("job %s chunk %d failed for good: %s", job_id, chunk, reason)
+            outcomes = [FrameOutcome(f["frame"], f["name"], f["width"], f["height"], reason=reason) for f in frames]
         self._commit(job_id, chunk, outcomes)
         elapsed = time.perf_counter() - began
         self.metrics.chunk.labels(self.device).observe(elapsed)
