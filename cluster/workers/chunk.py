@@ -127,10 +127,10 @@ class ChunkProcessor:
 
         return self.engines.get((model["id"], model.get("version", 1), self.device), build)
 
-    def _fetch_decode(self, frame: dict[str, Any]) -> np.ndarray:
+    def _fetch_decode(self, frame: dict[str, Any], target: tuple[int, int] | None) -> np.ndarray:
         data = self.objects.get_bytes(frame["key"])
         self.metrics.fetch_bytes.labels(self.device).inc(len(data))
-        return decode_rgb(data, frame["name"])
+        return decode_rgb(data, frame["name"], target)
 
     def _process(self, job: dict[str, Any], frames: list[dict[str, Any]]) -> list[FrameOutcome]:
         model = self.store.models.get_unchecked(job["model"])
@@ -139,16 +139,17 @@ class ChunkProcessor:
         runner = self.scripts.get(source, labels=model["labels"], trusted=bool(model.get("trusted")))
         outcomes = [FrameOutcome(f["frame"], f["name"], f["width"], f["height"]) for f in frames]
 
+        prep = model["preprocessing"]
+        target = (prep["width"], prep["height"]) if prep.get("width") and prep.get("height") else None
         decoded: list[tuple[int, np.ndarray]] = []
-        for i, future in enumerate([self.fetcher.submit(self._fetch_decode, f) for f in frames]):
+        for i, future in enumerate([self.fetcher.submit(self._fetch_decode, f, target) for f in frames]):
             try:
                 image = future.result()
             except FrameError as exc:
                 outcomes[i].reason = exc.message
                 self.metrics.errors.labels(self.device, "decode").inc()
                 continue
-            outcomes[i].height, outcomes[i].width = int(image.shape[0]), int(image.shape[1])
-            decoded.append((i, image))
+            decoded.append((i, image))  # outcomes keep the stored size: shapes are in frame pixels
 
         began = time.perf_counter()
         results = list(engine.infer_many(image for _, image in decoded))
