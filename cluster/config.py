@@ -42,6 +42,8 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: prelabel_home() / "cache")
     secret_key: str = "prelabel-dev-secret"
     metrics_port: int = 0  # 0: workers pick a free port and publish it in Redis
+    # Modules an admin allows untrusted scripts to import, on top of the built-in allowlist.
+    script_modules: tuple[str, ...] = ()
 
     _ENV = {
         "data_dir": "PRELABEL_DATA_DIR",
@@ -63,6 +65,7 @@ class Settings:
         "cache_dir": "PRELABEL_CACHE_DIR",
         "secret_key": "PRELABEL_SECRET_KEY",
         "metrics_port": "PRELABEL_METRICS_PORT",
+        "script_modules": "PRELABEL_SCRIPT_MODULES",
     }
 
     @classmethod
@@ -109,7 +112,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
                 out[name] = float(value)
             elif kind == "tuple[str, ...]":
                 items = value.split(",") if isinstance(value, str) else list(value)
-                out[name] = tuple(d.strip().upper() for d in items if d.strip())
+                items = [d.strip() for d in items if d.strip()]
+                out[name] = tuple(d.upper() for d in items) if name == "devices" else tuple(items)
             else:
                 out[name] = str(value)
         except (TypeError, ValueError) as exc:

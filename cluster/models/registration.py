@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
+from cluster.config import Settings
 from cluster.errors import InvalidInput, ModelError, PrelabelError, ScriptError
 from cluster.models.engine import InferenceEngine
 from cluster.models.preprocessing import Preprocessing, apply_preprocessing
@@ -81,12 +82,13 @@ def register_model(
     script: Upload,
     preprocessing: dict[str, Any] | None,
     trusted: bool = False,
-    cache_dir: Path,
+    settings: Settings,
 ) -> dict[str, Any]:
     if trusted and not user.admin:
         raise InvalidInput("only an admin can mark a script trusted")
     if store.models.name_taken(user, name):
-        from cluster.errors import Conflict
+        from cluster.config import Settings
+from cluster.errors import Conflict
 
         raise Conflict(f"you already have a model named {name!r}")
     label_map = parse_label_map(labels.data)
@@ -117,7 +119,7 @@ def register_model(
             raise ModelError(f"the model does not run: {exc}") from exc
         # The same isolated runtime the workers use: it refuses a script whose imports are not
         # allowed or cannot be found, and validates what the script returns.
-        pool = ScriptPool(timeout=60)
+        pool = ScriptPool.from_settings(settings, timeout=60, processes_per_script=1)
         try:
             runner = pool.get(source, labels=label_map, trusted=trusted)
             frame = FrameInput(id=0, name="astronaut.png", width=int(image.shape[1]), height=int(image.shape[0]),

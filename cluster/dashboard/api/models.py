@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 from flask import Blueprint, jsonify, request
 
 from cluster.dashboard.auth import api_user
@@ -51,6 +49,6 @@ def create_model():
         script=_upload("script"),
         preprocessing=preprocessing,
         trusted=request.form.get("trusted", "false").lower() in {"1", "true", "yes"},
-        cache_dir=Path(c.settings.cache_dir),
+        settings=c.settings,
     )
     return jsonify(record), 201
