@@ -18,7 +18,7 @@ import numpy as np
 import openvino as ov
 
 from cluster.config import Settings
-from cluster.errors import InvalidInput, ModelError, PrelabelError, ScriptError
+from cluster.errors import Conflict, InvalidInput, ModelError, PrelabelError, ScriptError
 from cluster.models.engine import InferenceEngine
 from cluster.models.preprocessing import Preprocessing, apply_preprocessing
 from cluster.models.reading import read_model, save_ir
@@ -87,9 +87,6 @@ def register_model(
     if trusted and not user.admin:
         raise InvalidInput("only an admin can mark a script trusted")
     if store.models.name_taken(user, name):
-        from cluster.config import Settings
-from cluster.errors import Conflict
-
         raise Conflict(f"you already have a model named {name!r}")
     label_map = parse_label_map(labels.data)
     try:
