@@ -102,8 +102,14 @@ def start_worker(settings: Settings, device: str = "CPU", log: Path | None = Non
 
 
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Signal a worker's process group; one that ignores SIGTERM for 30 s is killed (and it shows)."""
     try:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        raise AssertionError(f"worker {proc.pid} did not stop on signal {sig} within 30 s") from None

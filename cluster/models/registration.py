@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,12 @@ from cluster.storage import Keys, ObjectStore
 from cluster.store import Store
 from cluster.store.base import new_id
 from cluster.store.users import User
+
+
+#: OpenVINO's Python binding initialises C++ statics on first tensor access; two threads doing that
+#: at once deadlock against the GIL. Registrations run in the dashboard's request threads, so their
+#: test inference is serialised (registration is rare; the workers warm each engine up instead).
+_OPENVINO_FIRST_USE = threading.Lock()
 
 
 @dataclass
@@ -107,9 +114,10 @@ def register_model(
         ov_model = read_model(core, model_path, weights_path)
         prep = prep.resolved(ov_model)
         try:
-            engine = InferenceEngine(apply_preprocessing(ov_model, prep), "CPU", cache_dir=None, core=core)
             image = sample_image()
-            outputs = engine.infer(image)
+            with _OPENVINO_FIRST_USE:  # see _OPENVINO_FIRST_USE: dashboard threads register concurrently
+                engine = InferenceEngine(apply_preprocessing(ov_model, prep), "CPU", cache_dir=None, core=core)
+                outputs = engine.infer(image)
         except PrelabelError:
             raise
         except Exception as exc:

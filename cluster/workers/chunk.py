@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import openvino as ov
@@ -31,6 +31,9 @@ from cluster.workers.decode import decode_rgb
 from cluster.workers.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
+
+#: Frames per call into the script process: enough to amortise a round trip, small enough to overlap.
+SCRIPT_BATCH = 8
 
 
 @dataclass
@@ -122,8 +125,15 @@ class ChunkProcessor:
         def build() -> InferenceEngine:
             directory = self.files.local_dir(model)
             ov_model = read_model(self.core, directory / "model.xml", directory / "model.bin")
-            ov_model = apply_preprocessing(ov_model, Preprocessing.from_dict(model["preprocessing"]))
-            return InferenceEngine(ov_model, self.device, cache_dir=Path(self.settings.cache_dir) / "ov", core=self.core)
+            prep = Preprocessing.from_dict(model["preprocessing"])
+            ov_model = apply_preprocessing(ov_model, prep)
+            engine = InferenceEngine(ov_model, self.device, cache_dir=Path(self.settings.cache_dir) / "ov", core=self.core)
+            # One inference on this thread before any concurrent use: OpenVINO's Python binding
+            # initialises C++ statics on first tensor access, and two threads doing that first
+            # access at once deadlock against the GIL (seen: both stuck in __cxa_guard_acquire).
+            blank = np.zeros((prep.height or 64, prep.width or 64, 3), np.uint8)
+            list(engine.infer_many([blank]))
+            return engine
 
         return self.engines.get((model["id"], model.get("version", 1), self.device), build)
 
@@ -141,39 +151,52 @@ class ChunkProcessor:
 
         prep = model["preprocessing"]
         target = (prep["width"], prep["height"]) if prep.get("width") and prep.get("height") else None
-        decoded: list[tuple[int, np.ndarray]] = []
-        for i, future in enumerate([self.fetcher.submit(self._fetch_decode, f, target) for f in frames]):
-            try:
-                image = future.result()
-            except FrameError as exc:
-                outcomes[i].reason = exc.message
-                self.metrics.errors.labels(self.device, "decode").inc()
-                continue
-            decoded.append((i, image))  # outcomes keep the stored size: shapes are in frame pixels
+        futures = [self.fetcher.submit(self._fetch_decode, f, target) for f in frames]
+        ok: list[int] = []  # indices of decoded frames, in the order they go to inference
+        waited = [0.0]  # seconds inference spent waiting for frames, left out of its histogram
 
-        began = time.perf_counter()
-        results = list(engine.infer_many(image for _, image in decoded))
-        if decoded:
-            per_frame = (time.perf_counter() - began) / len(decoded)
-            for _ in decoded:
-                self.metrics.inference.labels(self.device).observe(per_frame)
+        def images() -> Iterator[np.ndarray]:
+            for i, future in enumerate(futures):
+                t0 = time.perf_counter()
+                try:
+                    image = future.result()
+                except FrameError as exc:
+                    outcomes[i].reason = exc.message
+                    self.metrics.errors.labels(self.device, "decode").inc()
+                    continue
+                finally:
+                    waited[0] += time.perf_counter() - t0
+                ok.append(i)
+                yield image
 
-        inputs = [
-            FrameInput(
-                id=outcomes[i].frame,
-                name=outcomes[i].name,
-                width=outcomes[i].width,
-                height=outcomes[i].height,
-                outputs=outputs,
-            )
-            for (i, _), outputs in zip(decoded, results)
-        ]
+        # Frames stream through: inference starts with the first decoded frame while later ones are
+        # still being fetched, and each batch of outputs goes to the script process while the next
+        # batch is inferred.
         context = {"threshold": job["settings"].get("threshold", 0.5)}
-        interpreted = runner.run(inputs, context) if inputs else []
-        for (i, _), shapes in zip(decoded, interpreted):
-            if isinstance(shapes, Exception):
-                outcomes[i].reason = f"script error: {shapes}"
-                self.metrics.errors.labels(self.device, "script").inc()
-            else:
-                outcomes[i].shapes = shapes
+        batches: list[tuple[list[int], Future]] = []
+        pending: list[FrameInput] = []
+        pending_idx: list[int] = []
+        began = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="script") as interpret:
+            for k, outputs in enumerate(engine.infer_many(images())):
+                i = ok[k]
+                pending.append(FrameInput(id=outcomes[i].frame, name=outcomes[i].name, width=outcomes[i].width,
+                                          height=outcomes[i].height, outputs=outputs))
+                pending_idx.append(i)
+                if len(pending) >= SCRIPT_BATCH:
+                    batches.append((pending_idx, interpret.submit(runner.run, pending, context)))
+                    pending, pending_idx = [], []
+            if ok:
+                per_frame = max(0.0, time.perf_counter() - began - waited[0]) / len(ok)
+                for _ in ok:
+                    self.metrics.inference.labels(self.device).observe(per_frame)
+            if pending:
+                batches.append((pending_idx, interpret.submit(runner.run, pending, context)))
+            for indices, future in batches:
+                for i, shapes in zip(indices, future.result()):
+                    if isinstance(shapes, Exception):
+                        outcomes[i].reason = f"script error: {shapes}"
+                        self.metrics.errors.labels(self.device, "script").inc()
+                    else:
+                        outcomes[i].shapes = shapes
         return outcomes
