@@ -282,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="prelabel-demo")
     s.add_argument("--port", type=int, default=None)
     s.set_defaults(func=cmd_demo)
+
+    from cluster.cli.script import add_script_parser
+
+    add_script_parser(sub)
     return p
 
 

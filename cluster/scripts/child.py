@@ -16,9 +16,9 @@ for error messages (tracebacks, faulthandler's dump on a crash).
 Conversation (each message a length-prefixed msgpack map, see ``protocol.py``):
 
     worker -> child                                  child -> worker
-    {"op": "load", "source", "style", "imports",      {"op": "ready", "load_s", "import_s", "pid"}
-     "labels", "trusted", "allowed", "denied",        or {"op": "error", "error", "line", "traceback"}
-     "max_shapes", "max_points"}
+    {"op": "load", "source", "style", "imports",      {"op": "ready", "load_s", "import_s", "pid",
+     "labels", "trusted", "allowed", "denied",         "sandbox": what was applied (sandbox.apply)}
+     "max_shapes", "max_points", "sandbox"}           or {"op": "error", "error", "line", "traceback"}
     {"op": "run", "frames": [{"id", "name",           one {"op": "result", "i": k, "ok": [shape, ...]}
      "width", "height", "outputs": {name: array}}],    or {"op": "result", "i": k, "error", "line",
      "context", "labels"}                               "kind", "traceback"} per frame, in order
@@ -66,19 +66,34 @@ REMOVED_BUILTINS = ("open", "input", "breakpoint", "help", "exit", "quit", "comp
 TRACEBACK_CHARS = 4000
 
 
-def apply_sandbox(policy: dict[str, Any]) -> None:
-    """Confine this process before any script code runs. A no-op for now.
+_IN_CHILD = False  # set by main(): the sandbox is only ever applied to a script process
+_WATCH: "_ParentWatch | None" = None
+
+
+def apply_sandbox(policy: dict[str, Any]) -> dict[str, Any]:
+    """Confine this process before any script code runs; return what was applied (the "sandbox"
+    entry of the "ready" reply, see ``sandbox.apply``).
 
     Called exactly once per process, after every module in the load message's ``imports`` is in
     ``sys.modules`` and before the script is compiled and its top level executed; the protocol fds
-    are open and must stay usable (read on the input fd, write on the output fd and on fd 2).
-    ``policy`` holds ``trusted`` (bool). The OS sandbox task fills this in: rlimits (address space,
-    CPU seconds, processes, file size, open files), Landlock (no file system access), seccomp (no
-    socket/connect, execve, fork/clone of processes, ptrace, process_vm_*, kill outside the process),
-    ``PR_SET_NO_NEW_PRIVS`` and ``PR_SET_DUMPABLE=0``. It must raise on failure so that the load fails
-    rather than run a script unconfined.
+    stay open and usable. ``policy`` holds ``trusted`` (bool) and the load message's ``sandbox`` entry
+    (``SandboxPolicy.for_child()``; the default policy when absent). Untrusted: user switch,
+    no_new_privs, non-dumpable, no capabilities, Landlock, rlimits, seccomp; trusted: memory and CPU
+    limits only. Raises on failure so that the load fails rather than run a script unconfined.
+
+    Landlock confines only the calling thread and the threads it creates afterwards, so the
+    parent-watch thread is stopped first and a new one is started from inside the sandbox.
     """
-    return None
+    if not _IN_CHILD:
+        raise RuntimeError("the OS sandbox is only applied in a script child process")
+    from cluster.scripts import sandbox
+
+    if not policy.get("trusted"):
+        sandbox.preload()  # modules numpy & co. import lazily from their own functions
+    watch = _WATCH
+    if watch is not None:
+        watch.stop()
+    return sandbox.apply(policy, start_threads=watch.restart if watch is not None else None)
 
 
 class Frame(dict):
@@ -119,10 +134,17 @@ def describe_exception(exc: BaseException, during: str = "") -> dict[str, Any]:
     last = text[-1] if text else type(exc).__name__
     if isinstance(exc, SystemExit):
         last = f"the script called exit({exc.code!r})"
+    elif isinstance(exc, MemoryError) and _IN_CHILD:
+        from cluster.scripts.sandbox import memory_limit_text
+
+        if memory_limit_text():
+            last = f"{memory_limit_text()}: {last}"
     where = f" (script line {line}{', in ' + func if func and func != '<module>' else ''})" if line else ""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if len(tb) > TRACEBACK_CHARS:
         tb = "...\n" + tb[-TRACEBACK_CHARS:]
+    if isinstance(exc, MemoryError):  # free what the script's finished frames hold before replying
+        traceback.clear_frames(exc.__traceback__)
     return {"error": f"{during}{last}{where}", "line": line, "traceback": tb}
 
 
@@ -184,7 +206,7 @@ class Session:
             restricted["__import__"] = _guarded_import(allowed, denied)
             self.builtins = restricted
         try:
-            apply_sandbox({"trusted": trusted})
+            status = apply_sandbox({**(msg.get("sandbox") or {}), "trusted": trusted})
         except BaseException as exc:  # noqa: BLE001
             return {"op": "error", **describe_exception(exc, "the sandbox could not be applied: ")}
         linecache.cache[SCRIPT_FILENAME] = (len(source), None, source.splitlines(True), SCRIPT_FILENAME)
@@ -200,7 +222,8 @@ class Session:
         except BaseException as exc:  # noqa: BLE001 - anything the script's top level raises
             return {"op": "error", **describe_exception(exc, "loading the script failed: ")}
         self.loaded = True
-        return {"op": "ready", "load_s": time.perf_counter() - t0, "import_s": t_imports, "pid": os.getpid()}
+        return {"op": "ready", "load_s": time.perf_counter() - t0, "import_s": t_imports, "pid": os.getpid(),
+                "sandbox": status if isinstance(status, dict) else {}}
 
     def _globals(self, **extra: Any) -> dict[str, Any]:
         g: dict[str, Any] = {"__builtins__": self.builtins, "__name__": "__script__", "shapes": _shapes.namespace()}
@@ -276,9 +299,19 @@ class Session:
         n = len(result)
         if n > self.max_shapes:
             raise ResultError(f"{n} shapes returned, more than the limit of {self.max_shapes}")
-        out: list[Any] = []
+        out: list[Any] = list(result)
         points = 0
-        for i, shape in enumerate(result):
+        limit = self.max_points
+        for i, shape in enumerate(out):
+            if type(shape) is dict and shape.get("mask") is None:  # the common case, kept short
+                p = shape.get("points")
+                if type(p) is list:
+                    points += len(p)
+                    if points > limit:
+                        raise ResultError(f"shape {i}: more than {limit} coordinates in this frame's shapes")
+                    continue
+                if p is None:
+                    continue
             if isinstance(shape, dict):
                 m = dict.get(shape, "mask")
                 if m is not None:
@@ -291,9 +324,9 @@ class Session:
                 p = dict.get(shape, "points")
                 if isinstance(p, (list, tuple)) or hasattr(p, "size"):
                     points += int(p.size) if hasattr(p, "size") else len(p)
-                    if points > self.max_points:
-                        raise ResultError(f"shape {i}: more than {self.max_points} coordinates in this frame's shapes")
-            out.append(shape)
+                    if points > limit:
+                        raise ResultError(f"shape {i}: more than {limit} coordinates in this frame's shapes")
+                out[i] = shape
         return out
 
     @staticmethod
@@ -312,6 +345,56 @@ class Session:
         return None
 
 
+# -- warm-up ----------------------------------------------------------------------------------------
+def warm_up(rounds: int = 12) -> None:
+    """Run this process's own per-frame code (never the script's) on made-up data a few times.
+
+    A fresh interpreter runs everything slowly the first times: Python specialises bytecode only
+    after a few executions, and numpy, msgpack and the allocator set things up on first use. So a
+    "run" message goes through a pipe, ``read_message``, ``Session.run`` with a stand-in
+    ``interpret`` of our own (common numpy calls, every kind of shape, a mask to encode) and the
+    reply's encoding and write. Done before the script is loaded and before the sandbox (numpy may
+    load a module lazily), it makes the first real frame cost about what the following ones do.
+    """
+    import numpy as np
+
+    def stand_in(outputs: dict[str, Any], frame: Frame, labels: dict[str, Any], context: dict[str, Any]) -> list[Any]:
+        d = outputs["det"].reshape(-1, 7)
+        d = d[(d[:, 0] >= 0) & (d[:, 2] >= float(context.get("threshold", 0.5)))]
+        boxes = np.clip(d[:, 3:7], 0.0, 1.0) * np.array([frame.width, frame.height] * 2, dtype=np.float32)
+        m = outputs["mask"][0, 0] > 0.5
+        rows = np.nonzero(m.any(axis=1))[0]
+        p = outputs["mask"].astype(np.float64).ravel()
+        e = np.exp(p - p.max())
+        score = float((e / e.sum())[int(np.argmax(e))]) * 0 + float(np.mean(p[m.ravel()]))
+        out = [{"type": "rectangle", "label": int(r[1]), "score": float(r[2]), "points": [float(v) for v in b]}
+               for r, b in zip(d, boxes)]
+        out.append({"type": "polygon", "label": 1, "points": [float(v) for v in rows[:3].tolist() * 2], "score": score})
+        out.append({"type": "mask", "label": 1, "mask": m})
+        out.append(_shapes.box(1, 2, 3, 4, "a", score=0.5))
+        return out
+
+    det = (np.arange(56, dtype=np.float32).reshape(1, 1, 8, 7) * 0.37) % 1
+    prob = (np.arange(256, dtype=np.float32).reshape(1, 1, 16, 16) * 0.61) % 1
+    msg = {"op": "run", "context": {"threshold": 0.5}, "labels": {"1": "a"},
+           "frames": [{"id": 1, "name": "", "width": 64, "height": 48, "outputs": {"det": det, "mask": prob}}]}
+    r_in, w_in = os.pipe()
+    r_out, w_out = os.pipe()
+    try:
+        reader = os.fdopen(r_in, "rb", buffering=0, closefd=False)
+        session = Session(lambda reply, strict: protocol.write_all(w_out, protocol.encode(reply, strict=strict)))
+        session.loaded, session.style, session.interpret = True, "modern", stand_in
+        for _ in range(rounds):
+            protocol.write_all(w_in, protocol.encode(msg))
+            session.run(protocol.read_message(reader))
+            os.read(r_out, 1 << 16)
+    except Exception:  # noqa: BLE001 - only an optimisation: never the reason a process fails to start
+        pass
+    finally:
+        for fd in (r_in, w_in, r_out, w_out):
+            os.close(fd)
+
+
 # -- process plumbing -------------------------------------------------------------------------
 def _take_protocol_fds() -> tuple[int, int]:
     """Move the protocol to private fds and point 0 and 1 at /dev/null."""
@@ -323,16 +406,36 @@ def _take_protocol_fds() -> tuple[int, int]:
     return rfd, wfd
 
 
-def _watch_parent(parent: int) -> None:
-    """Exit when the worker is gone, even while a script is busy (stdin EOF covers the idle case)."""
+class _ParentWatch:
+    """A thread that exits the process when the worker is gone, even while a script is busy (stdin
+    EOF covers the idle case). ``stop()`` ends the thread, ``restart()`` starts a new one."""
 
-    def loop() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
+    def __init__(self, parent: int) -> None:
+        self.parent = parent
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != self.parent:
                 os._exit(3)
 
-    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
+    def restart(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(self._stop,), name="parent-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+def _watch_parent(parent: int) -> _ParentWatch:
+    watch = _ParentWatch(parent)
+    watch.restart()
+    return watch
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -343,7 +446,10 @@ def main(argv: list[str] | None = None) -> None:
         os._exit(3)
     rfd, wfd = _take_protocol_fds()
     faulthandler.enable(file=sys.stderr, all_threads=False)
-    _watch_parent(parent)
+    warm_up()
+    global _IN_CHILD, _WATCH
+    _IN_CHILD = True
+    _WATCH = _watch_parent(parent)
     reader = os.fdopen(rfd, "rb", buffering=0)
 
     def send(msg: dict[str, Any], strict: bool) -> None:

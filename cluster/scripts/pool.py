@@ -17,6 +17,12 @@ modern script, one execution of the whole script over a batch of frames for a le
 and the frames concerned get a ScriptError; the rest of the call is retried on a fresh process, at
 most ``max_failures`` times per call, after which the remaining frames get a "not run" error. The
 next call starts a new process if needed.
+
+Sandbox: ``sandbox`` (a ``SandboxPolicy``, see docs/sandbox.md) travels in the load message; the child
+confines itself after its imports (seccomp, Landlock, rlimits, optional user switch; trusted scripts
+get the memory and CPU limits only) and reports what it applied in its "ready" reply, exposed as
+``ScriptRunner.sandbox_status``. A process that has used half its CPU-time limit is replaced between
+calls; a death by seccomp (SIGSYS) or by the CPU limit (SIGXCPU) is named in the frame's error.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from cluster.errors import InvalidInput, ScriptError
 from cluster.scripts import protocol
 from cluster.scripts.child import BOOTSTRAP
 from cluster.scripts.imports import DEFAULT_ALLOWED, DEFAULT_DENIED, STYLE_LEGACY, ScriptReport, check_script
+from cluster.scripts.sandbox.policy import DEFAULT_POLICY, SandboxPolicy, describe_death, process_cpu_seconds
 from cluster.scripts.validate import label_resolver, validate_shapes
 
 Shape = dict[str, Any]
@@ -253,8 +260,12 @@ class _Child:
     def death_reason(self) -> tuple[str, int]:
         """A short account of how the child ended and the script line faulthandler names, if any."""
         rc = self.proc.poll()
+        text = self.stderr.decode("utf-8", "replace")
+        sandboxed = describe_death(rc, text)
         if rc is None:
             how = "stopped answering"
+        elif sandboxed:
+            how = sandboxed
         elif rc < 0:
             try:
                 how = f"was killed by {signal.Signals(-rc).name}"
@@ -262,7 +273,6 @@ class _Child:
                 how = f"was killed by signal {-rc}"
         else:
             how = f"exited with status {rc}"
-        text = self.stderr.decode("utf-8", "replace")
         m = _FAULT_LINE.search(text)
         return how, int(m.group(1)) if m else 0
 
@@ -296,13 +306,26 @@ class _Process:
         self.group = group
         self.child: _Child | None = None
         self.load_info: dict[str, Any] = {}
+        self._cpu_checked = 0.0
+
+    def _cpu_spent(self) -> bool:
+        """Whether the process has used the CPU time after which it is replaced (read from /proc at
+        most once a second: the margin left is half the limit, far more than a second of CPU)."""
+        g = self.group
+        now = time.monotonic()
+        if not g.recycle_cpu or now - self._cpu_checked < 1.0 or self.child is None:
+            return False
+        self._cpu_checked = now
+        return process_cpu_seconds(self.child.pid) >= g.recycle_cpu
 
     def ensure(self, labels: Mapping[str, str]) -> None:
+        g = self.group
         if self.child is not None and not self.child.dead:
             if self.child.proc.poll() is None:
-                return
+                if not self._cpu_spent():
+                    return
+                g.stats["recycled"] += 1  # half its CPU-time limit used: replace it before it runs out
             self.child.kill()  # it died between calls: start afresh without blaming the next frames
-        g = self.group
         t0 = time.perf_counter()
         try:
             child = _Child(g.max_message, g.python)
@@ -322,6 +345,7 @@ class _Process:
             "denied": sorted(prog.denied),
             "max_shapes": g.max_shapes,
             "max_points": g.max_points,
+            "sandbox": g.sandbox.for_child(prog.trusted, g.max_message),
         }
         deadline = time.monotonic() + g.load_timeout
         try:
@@ -350,6 +374,7 @@ class _Process:
             raise _LoadFailed(err, sticky=body.get("op") == "error")
         self.load_info = dict(reply)
         self.load_info["spawn_to_ready_s"] = time.perf_counter() - t0
+        g.sandbox_status = dict(reply.get("sandbox") or {})
         g.stats["last_load_s"] = self.load_info["spawn_to_ready_s"]
 
     def kill(self) -> None:
@@ -362,8 +387,11 @@ class _Group:
 
     def __init__(self, program: _Program, *, processes: int, timeout: float, load_timeout: float | None,
                  max_message: int, max_shapes: int, max_points: int, batch_frames: int, max_failures: int,
-                 python: str) -> None:
+                 python: str, sandbox: SandboxPolicy | None = None) -> None:
         self.program = program
+        self.sandbox = sandbox if sandbox is not None else DEFAULT_POLICY
+        self.sandbox_status: dict[str, Any] = {}  # what the last process started reported having applied
+        self.recycle_cpu = self.sandbox.recycle_after(program.trusted)
         self.processes = max(1, int(processes))
         self.timeout = float(timeout)
         self.load_timeout = float(load_timeout if load_timeout is not None else max(timeout, 30.0))
@@ -378,6 +406,7 @@ class _Group:
         self.stats: collections.Counter[str] | dict[str, Any] = collections.Counter()
         self._idle: list[_Process] = []
         self._count = 0
+        self._starting = 0  # processes being started in the background (see prestart)
         self._cond = threading.Condition()
 
     def checkout(self) -> _Process:
@@ -387,19 +416,54 @@ class _Group:
                     raise ScriptError("the script runner is closed", kind="closed")
                 if self._idle:
                     return self._idle.pop()
-                if self._count < self.processes:
+                # a process already starting will be ready sooner than a new one
+                if self._count < self.processes and not self._starting:
                     self._count += 1
                     return _Process(self)
                 self._cond.wait()
 
-    def checkin(self, proc: _Process) -> None:
+    def checkin(self, proc: _Process, *, started: bool = False) -> None:
         with self._cond:
+            if started:
+                self._starting -= 1
             if self.closed:
                 self._count -= 1
                 proc.kill()
             else:
                 self._idle.append(proc)
-            self._cond.notify()
+            self._cond.notify_all()
+
+    def prestart(self, ensure: Any) -> bool:
+        """Start and load one process in a background thread, unless one is idle and alive already,
+        one is starting, or all are busy. ``ensure(proc)`` loads it. Returns whether it started one."""
+        with self._cond:
+            if self.closed or self.load_error is not None or self._starting:
+                return False
+            if any(p.child is not None and not p.child.dead for p in self._idle):
+                return False
+            if self._idle:
+                proc = self._idle.pop()
+            elif self._count < self.processes:
+                self._count += 1
+                proc = _Process(self)
+            else:
+                return False
+            self._starting += 1
+
+        def work() -> None:
+            try:
+                ensure(proc)
+            except BaseException:  # noqa: BLE001 - a sticky load error is recorded by ensure; others retry
+                pass
+            finally:
+                self.checkin(proc, started=True)
+
+        try:
+            threading.Thread(target=work, name="script-prestart", daemon=True).start()
+        except RuntimeError:  # cannot start a thread (interpreter shutting down)
+            self.checkin(proc, started=True)
+            return False
+        return True
 
     def close(self) -> None:
         with self._cond:
@@ -442,6 +506,7 @@ class ScriptRunner:
         batch_frames: int = 16,
         max_failures: int = 2,
         python: str = sys.executable,
+        sandbox: SandboxPolicy | None = None,
         _group: _Group | None = None,
     ) -> None:
         self.labels = {str(k): str(v) for k, v in labels.items()}
@@ -451,7 +516,8 @@ class ScriptRunner:
             program = _Program(source, trusted, frozenset(allowed) if allowed is not None else None, frozenset(denied))
             _group = _Group(program, processes=processes, timeout=timeout, load_timeout=load_timeout,
                             max_message=max_message, max_shapes=max_shapes, max_points=max_points,
-                            batch_frames=batch_frames, max_failures=max_failures, python=python)
+                            batch_frames=batch_frames, max_failures=max_failures, python=python,
+                            sandbox=sandbox)
             self._owns = True
         else:
             self._owns = False
@@ -484,6 +550,12 @@ class ScriptRunner:
         """Process ids of the idle child processes (for tests and monitoring)."""
         return self._group.pids
 
+    @property
+    def sandbox_status(self) -> dict[str, Any]:
+        """What the OS sandbox of the most recently started process applied (``sandbox.apply``):
+        confined, seccomp, landlock (ABI details or "unavailable: why"), limits, uid, capabilities."""
+        return dict(self._group.sandbox_status)
+
     # lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         """Start and load one process now instead of on the first call; raises the load error."""
@@ -494,6 +566,14 @@ class ScriptRunner:
             raise exc.error from None
         finally:
             self._group.checkin(proc)
+
+    def prestart(self) -> bool:
+        """Start and load a process in the background, returning at once; the next ``run`` takes it
+        as soon as it is ready (instead of starting one of its own). Nothing happens when a process
+        is idle and alive already, is being started, or all are busy. Load errors are reported by
+        ``run``. ``ScriptPool.get`` calls this, so a worker's script process starts while the
+        worker fetches, decodes and infers the chunk's frames."""
+        return self._group.prestart(self._ensure)
 
     def close(self) -> None:
         """Stop the processes (a runner handed out by a ScriptPool leaves them to the pool)."""
@@ -507,7 +587,7 @@ class ScriptRunner:
         self.close()
 
     def _ensure(self, proc: _Process) -> None:
-        g = self._group
+        g = proc.group  # not self._group: a background start may finish after an eviction replaced it
         if g.load_error is not None:
             raise _LoadFailed(g.load_error, True)
         try:
@@ -700,13 +780,14 @@ class ScriptPool:
         max_points: int = 200_000,
         batch_frames: int = 16,
         python: str = sys.executable,
+        sandbox: SandboxPolicy | None = None,
     ) -> None:
         self.processes_per_script = processes_per_script
         self.max_scripts = max(1, int(max_scripts))
         self.timeout = timeout
         self._opts = dict(timeout=timeout, load_timeout=load_timeout, max_message=max_message,
                           max_shapes=max_shapes, max_points=max_points, batch_frames=batch_frames,
-                          max_failures=2, python=python)
+                          max_failures=2, python=python, sandbox=sandbox)
         self._allowed = {False: frozenset(allowed_untrusted),
                          True: frozenset(allowed_trusted) if allowed_trusted is not None else None}
         self._denied = frozenset(denied_untrusted)
@@ -717,6 +798,12 @@ class ScriptPool:
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> "ScriptPool":
         opts = dict(timeout=settings.script_timeout_s, processes_per_script=max(1, settings.worker_threads))
+        extra = tuple(getattr(settings, "script_modules", ()) or ())
+        if extra:  # the admin-configured additions to the untrusted allowlist
+            opts["allowed_untrusted"] = frozenset(DEFAULT_ALLOWED) | frozenset(extra)
+        sandbox = getattr(settings, "script_sandbox", None)  # a SandboxPolicy or a mapping of its fields
+        if sandbox is not None:
+            opts["sandbox"] = sandbox if isinstance(sandbox, SandboxPolicy) else SandboxPolicy.from_mapping(sandbox)
         opts.update(overrides)
         return cls(**opts)
 
@@ -740,9 +827,15 @@ class ScriptPool:
             old.close()
         return group
 
-    def get(self, source: str, labels: Mapping[Any, str], trusted: bool = False) -> ScriptRunner:
+    def get(self, source: str, labels: Mapping[Any, str], trusted: bool = False, *,
+            prestart: bool = True) -> ScriptRunner:
+        """A runner for ``source``; unless ``prestart=False`` its process starts in the background
+        now if none is ready (see ``ScriptRunner.prestart``)."""
         group = self._group_for(source, trusted)
-        return _PooledRunner(self, source, labels, group)
+        runner = _PooledRunner(self, source, labels, group)
+        if prestart:
+            runner.prestart()
+        return runner
 
     def __len__(self) -> int:
         with self._lock:

@@ -11,7 +11,9 @@ carries only plain data (nil, bool, int, float, str, bin, array, map); extension
 and nothing is ever pickled, on either side.
 
 A numpy array is the map ``{"__nd__": True, "dtype": dtype.str, "shape": [...], "offset": o,
-"nbytes": n}`` in the body, its C-ordered data being bytes ``o .. o+n`` of the raw section. Keeping
+"nbytes": n}`` in the body, its C-ordered data being bytes ``o .. o+n`` of the raw section. Such maps
+are only looked for when the raw section is not empty (a message whose arrays are all empty gets 64
+bytes of padding), so a message without arrays decodes at msgpack's full speed. Keeping
 bulk data out of the msgpack stream means the sender writes each array's own buffer with ``writev``
 and the receiver builds arrays with ``np.frombuffer`` over the one buffer it read the frame into: no
 user-space copy on either side. Received arrays are read-only. Only bool, integer, unsigned, float
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
+import threading
 from typing import Any, Callable
 
 import msgpack
@@ -58,6 +62,7 @@ class _Raw:
     def __init__(self) -> None:
         self.parts: list[Any] = []
         self.size = 0
+        self.count = 0
 
     def array(self, arr: np.ndarray) -> dict[str, Any]:
         _check_dtype(arr.dtype)
@@ -68,6 +73,7 @@ class _Raw:
             self.parts.append(_PAD[:pad])
             self.size += pad
         data = memoryview(np.ascontiguousarray(arr).reshape(-1)).cast("B")
+        self.count += 1
         ref = {"__nd__": True, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": self.size, "nbytes": data.nbytes}
         if data.nbytes:
             self.parts.append(data)
@@ -143,6 +149,9 @@ def encode(obj: Any, max_size: int = DEFAULT_MAX_MESSAGE, *, strict: bool = Fals
         if "recursion" in text or "nest" in text:
             text = "data nested too deeply (or refers to itself)"
         raise ProtocolError(f"message cannot be serialised: {text}") from None
+    if raw.count and not raw.size:  # only empty arrays: a non-empty raw section tells the reader to look
+        raw.parts.append(_PAD)
+        raw.size = ALIGN
     total = raw.size + len(body)
     if total > max_size:
         raise ProtocolError(f"message of {total} bytes exceeds the {max_size}-byte limit")
@@ -185,12 +194,17 @@ def _array_hook(buf: bytearray | bytes, raw_len: int) -> Callable[[dict[Any, Any
 
 
 def decode(buf: bytearray | bytes, raw_len: int) -> Any:
-    """Deserialise a frame's content (raw section then body) as read into ``buf``."""
+    """Deserialise a frame's content (raw section then body) as read into ``buf``.
+
+    A frame without a raw section holds no arrays (the sender pads the raw section of a message
+    whose arrays are all empty), so its maps are left as they are without a Python call for each:
+    most replies from a script are a list of small dicts and nothing else.
+    """
     try:
         return msgpack.unpackb(
             memoryview(buf)[raw_len:],
             raw=False,
-            object_hook=_array_hook(buf, raw_len),
+            object_hook=_array_hook(buf, raw_len) if raw_len else None,
             ext_hook=_refuse_ext,
             strict_map_key=False,
             use_list=True,
@@ -289,19 +303,55 @@ class FrameReader:
         return self._got
 
 
+class _Buffers:
+    """Receive buffers that are reused once nothing refers to them any more.
+
+    The arrays of a message are views of the buffer it was read into, so a buffer is taken again
+    only when its reference count says that no array (nor anything else) still uses it: a script
+    that keeps an output array keeps its buffer to itself. Two are kept, because the previous
+    message is usually still referenced while the next one is read. Reuse saves zeroing a fresh
+    buffer and faulting its pages in, which is most of the cost of receiving a large output.
+    """
+
+    KEEP = 2
+    MAX_KEPT = 16 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._kept: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def get(self, n: int) -> memoryview:
+        with self._lock:
+            for buf in self._kept:
+                # references: the list, the loop variable and getrefcount's argument
+                if len(buf) >= n and sys.getrefcount(buf) <= 3:
+                    return memoryview(buf)[:n]
+            buf = bytearray(n)
+            if n <= self.MAX_KEPT:
+                free = [b for b in self._kept if sys.getrefcount(b) <= 3]
+                if len(self._kept) < self.KEEP:
+                    self._kept.append(buf)
+                elif free:
+                    self._kept[self._kept.index(min(free, key=len))] = buf
+            return memoryview(buf)
+
+
+_BUFFERS = _Buffers()
+
+
 def read_message(stream: Any, max_size: int = DEFAULT_MAX_MESSAGE) -> Any:
     """Blocking read of one message from a binary file object; None at a clean end of stream."""
     head = _read_exact(stream, HEADER.size, allow_eof=True)
     if head is None:
         return None
     raw_len, body_len = _sizes(head, max_size)
-    buf = _read_exact(stream, raw_len + body_len, allow_eof=False)
+    buf = _read_exact(stream, raw_len + body_len, allow_eof=False, buffers=_BUFFERS)
     assert buf is not None
     return decode(buf, raw_len)
 
 
-def _read_exact(stream: Any, n: int, *, allow_eof: bool) -> bytearray | None:
-    buf = bytearray(n)
+def _read_exact(stream: Any, n: int, *, allow_eof: bool, buffers: _Buffers | None = None) -> Any:
+    buf: Any = bytearray(n) if buffers is None else buffers.get(n)
     view = memoryview(buf)
     got = 0
     while got < n:

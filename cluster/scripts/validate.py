@@ -12,12 +12,18 @@ format the rest of Prelabel handles::
      "rle": {"size": [h, w], "counts": [int, ...]}}   # masks only (COCO uncompressed, column-major)
 
 Any problem raises ScriptError whose message names the index of the offending shape.
+
+Speed: a worker validates every frame, so the common case (plain dicts with an int or str label,
+a flat list of numbers, a float score or none, no attributes) takes a short path per shape and all
+of a frame's coordinates are checked and converted in one numpy pass. Anything else, and any shape
+the short path does not accept, goes through the full checks, which produce the error messages.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from itertools import chain
 from typing import Any, Mapping
 
 import numpy as np
@@ -30,6 +36,14 @@ MARGIN = 0.5  # coordinates may lie up to this fraction of the frame size outsid
 MAX_ATTRIBUTES = 64
 MAX_ATTRIBUTE_KEY = 128
 MAX_ATTRIBUTE_TEXT = 4096
+
+# Coordinate counts per type for the short path: (minimum, exact). Masks always take the long path.
+_COUNTS = {"rectangle": (4, True), "polygon": (6, False), "polyline": (4, False), "points": (2, False),
+           "tag": (0, True)}
+_PLAIN_NUMBERS = frozenset({float, int})
+_NUMBER_TYPES = (float, int)
+_BOXES = frozenset({"rectangle", "mask"})
+_SMALL = 48  # up to this many coordinates per frame, plain Python beats numpy's per-call cost
 
 
 def _real(value: Any) -> float | None:
@@ -51,7 +65,11 @@ def _short(value: Any, n: int = 60) -> str:
 
 
 def label_resolver(labels: Mapping[str, str]):
-    """A function mapping a label id (str or int) or a label name to the label id string, or None."""
+    """A function mapping a label id (str or int) or a label name to the label id string, or None.
+
+    Its ``fast`` attribute is a dict giving the same answers for exact ``str`` and ``int`` labels
+    (never look a bool or a float up in it: ``True == 1`` and ``1.0 == 1`` as dict keys).
+    """
     ids = {str(k): str(k) for k in labels}
     by_name: dict[str, str] = {}
     for k, name in labels.items():
@@ -74,6 +92,17 @@ def label_resolver(labels: Mapping[str, str]):
             return ids.get(label) or by_name.get(label)
         return None
 
+    fast: dict[Any, str] = {name: k for name, k in by_name.items() if name not in ids}
+    fast.update(ids)
+    fast.pop("", None)  # resolve("") falls through to the names
+    for k in ids:
+        try:
+            number = int(k)
+        except ValueError:
+            continue
+        if str(number) == k:
+            fast[number] = k
+    resolve.fast = fast  # type: ignore[attr-defined]
     return resolve
 
 
@@ -93,12 +122,46 @@ def validate_shapes(
     if len(raw) > max_shapes:
         raise ScriptError(f"the script returned {len(raw)} shapes, more than the limit of {max_shapes}")
     resolve = _resolve or label_resolver(labels)
+    fast_labels: dict[Any, str] = getattr(resolve, "fast", None) or {}
     width, height = int(width), int(height)
-    xlo, xhi = -MARGIN * width, (1 + MARGIN) * width
-    ylo, yhi = -MARGIN * height, (1 + MARGIN) * height
     budget = [max_points, max_points]  # remaining, limit
     out: list[dict[str, Any]] = []
+    append = out.append
+    counts = _COUNTS
+    boxes = 0  # rectangles and masks
     for i, shape in enumerate(raw):
+        # the short path: every test passes or the shape is checked again by the long path
+        if type(shape) is dict:
+            kind = shape.get("type")
+            need = counts.get(kind) if type(kind) is str else None
+            if need is not None:
+                label = shape.get("label")
+                tl = type(label)
+                label = fast_labels.get(label) if (tl is str or tl is int) else None
+                pts = shape.get("points")
+                if pts is None and kind == "tag":
+                    pts = []
+                if label is not None and type(pts) is list:
+                    n = len(pts)
+                    lo, exact = need
+                    score = shape.get("score")
+                    attrs = shape.get("attributes")
+                    if (
+                        (n == lo if exact else (n >= lo and not n & 1))
+                        and (n == 0 or type(pts[0]) in _NUMBER_TYPES)
+                        and (score is None or (type(score) is float and 0.0 <= score <= 1.0))
+                        and (attrs is None or type(attrs) is dict)
+                        and n <= budget[0]
+                    ):
+                        budget[0] -= n
+                        try:
+                            attrs = _attributes(attrs) if attrs else {}
+                        except _Bad as exc:
+                            raise ScriptError(f"shape {i} ({kind}): {exc}", shape=i) from None
+                        append({"type": kind, "label": label, "points": pts, "score": score, "attributes": attrs})
+                        if n == 4 and exact:
+                            boxes += 1
+                        continue
         if not isinstance(shape, dict) and not isinstance(shape, Mapping):
             raise ScriptError(f"shape {i}: expected a dict, got {type(shape).__name__}", shape=i)
         kind = shape.get("type")
@@ -107,52 +170,78 @@ def validate_shapes(
                 f"shape {i}: unknown type {_short(kind)} (expected one of {', '.join(SHAPE_TYPES)})", shape=i
             )
         try:
-            out.append(_one(shape, kind, resolve, labels, width, height, budget))
+            append(_one(shape, kind, resolve, labels, width, height, budget))
         except _Bad as exc:
             raise ScriptError(f"shape {i} ({kind}): {exc}", shape=i) from None
-    _check_all_points(out, width, height, (xlo, xhi, ylo, yhi))
+        if kind in _BOXES:
+            boxes += 1
+    _check_all_points(out, width, height, boxes)
     return out
 
 
-def _check_all_points(out: list[dict[str, Any]], width: int, height: int, box: tuple[float, float, float, float]) -> None:
+def _check_all_points(out: list[dict[str, Any]], width: int, height: int, boxes: int) -> None:
     """Turn every shape's points into floats, checking all coordinates of the frame in one go.
 
     Every shape has an even number of coordinates (checked before), so in the concatenation of all
-    points the even positions are x and the odd ones y.
+    points the even positions are x and the odd ones y. Rectangles and masks come out as
+    [min x, min y, max x, max y].
     """
-    xlo, xhi, ylo, yhi = box
-    flat: list[Any] = []
-    for item in out:
-        flat.extend(item["points"])
+    if not out:
+        return
+    xlo, xhi = -MARGIN * width, (1 + MARGIN) * width
+    ylo, yhi = -MARGIN * height, (1 + MARGIN) * height
+    lists = [item["points"] for item in out]
+    flat = list(chain.from_iterable(lists))
     floats: list[float] | None = None
-    if set(map(type, flat)) <= _PLAIN_NUMBERS:
+    if not flat:
+        floats = []
+    elif len(flat) > _SMALL and set(map(type, flat)) <= _PLAIN_NUMBERS:
         try:
-            arr = np.asarray(flat, dtype=np.float64)
+            arr = np.array(flat, dtype=np.float64)
         except OverflowError:
             arr = None
-        if arr is not None and arr.size:
-            xs, ys = arr[0::2], arr[1::2]
-            if (np.isfinite(arr).all() and xs.min() >= xlo and xs.max() <= xhi
-                    and ys.min() >= ylo and ys.max() <= yhi):
+        if arr is not None:
+            xs, ys = arr[0::2], arr[1::2]  # min and max propagate nan, which fails the tests
+            if xs.min() >= xlo and xs.max() <= xhi and ys.min() >= ylo and ys.max() <= yhi:
+                _order_boxes(out, lists, arr, boxes)
                 floats = arr.tolist()
-        elif arr is not None:
-            floats = []
-    pos = 0
+    if floats is not None:
+        pos = 0
+        for item, raw in zip(out, lists):
+            n = len(raw)
+            item["points"] = floats[pos : pos + n]
+            pos += n
+        return
     for i, item in enumerate(out):
         raw = item["points"]
-        n = len(raw)
-        if floats is not None:
-            pts = floats[pos : pos + n]
-        else:
-            try:
-                pts = _checked_points(raw, width, height, xlo, xhi, ylo, yhi)
-            except _Bad as exc:
-                raise ScriptError(f"shape {i} ({item['type']}): {exc}", shape=i) from None
-        pos += n
-        if n == 4 and (item["type"] == "rectangle" or item["type"] == "mask"):
+        try:
+            pts = _checked_points(raw, width, height, xlo, xhi, ylo, yhi)
+        except _Bad as exc:
+            raise ScriptError(f"shape {i} ({item['type']}): {exc}", shape=i) from None
+        if len(pts) == 4 and (item["type"] == "rectangle" or item["type"] == "mask"):
             x0, y0, x1, y1 = pts
             pts = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
         item["points"] = pts
+
+
+def _order_boxes(out: list[dict[str, Any]], lists: list[Any], arr: np.ndarray, boxes: int) -> None:
+    """Make [x0, y0, x1, y1] of the ``boxes`` rectangles and masks in ``arr`` (all points, flat)
+    [xtl, ytl, xbr, ybr]."""
+    if not boxes:
+        return
+    if boxes == len(out):  # the usual detector output: boxes only, 4 numbers each
+        idx: Any = slice(None)
+        b = arr.reshape(-1, 4)
+    else:
+        sizes = np.fromiter(map(len, lists), dtype=np.intp, count=len(lists))
+        starts = np.cumsum(sizes) - sizes
+        idx = starts[[k for k, item in enumerate(out) if item["type"] in _BOXES]][:, None] + np.arange(4)
+        b = arr[idx]
+    lo = np.minimum(b[:, :2], b[:, 2:])
+    b[:, 2:] = np.maximum(b[:, :2], b[:, 2:])
+    b[:, :2] = lo
+    if boxes != len(out):
+        arr[idx] = b
 
 
 class _Bad(Exception):
@@ -169,11 +258,11 @@ def _one(shape: Mapping[str, Any], kind: str, resolve: Any, labels: Mapping[str,
         known = ", ".join(f"{k}={v}" for k, v in list(labels.items())[:20])
         raise _Bad(f"unknown label {_short(shape['label'])} (known: {known})")
 
-    rle = _mask_rle(shape, width, height) if kind == "mask" else None
+    rle, counts = _mask_rle(shape, width, height) if kind == "mask" else (None, None)
 
     pts_in = shape.get("points")
     if pts_in is None or (kind == "mask" and isinstance(pts_in, (list, tuple)) and len(pts_in) == 0):
-        pts_in = _rle.bbox(rle) if rle is not None else []
+        pts_in = _rle.bbox_of_counts(counts, height) if rle is not None else []
     if isinstance(pts_in, np.ndarray):
         if pts_in.ndim != 1:
             raise _Bad("points must be a flat list [x1, y1, x2, y2, ...]")
@@ -200,9 +289,6 @@ def _one(shape: Mapping[str, Any], kind: str, resolve: Any, labels: Mapping[str,
     if rle is not None:
         item["rle"] = rle
     return item
-
-
-_PLAIN_NUMBERS = frozenset({float, int})
 
 
 def _checked_points(pts_in: list[Any] | tuple[Any, ...], width: int, height: int,
@@ -241,12 +327,14 @@ def _check_count(kind: str, n: int) -> None:
         raise _Bad(f"has {n} coordinates, needs {need}")
 
 
-def _mask_rle(shape: Mapping[str, Any], width: int, height: int) -> dict[str, Any]:
+def _mask_rle(shape: Mapping[str, Any], width: int, height: int) -> tuple[dict[str, Any], np.ndarray]:
+    """The shape's RLE, normalised, and its counts as an int64 array (for the bounding box)."""
     if shape.get("mask") is not None:
         m = shape["mask"]
         if not isinstance(m, np.ndarray) or m.ndim != 2 or m.dtype.hasobject:
             raise _Bad("'mask' must be a 2-D numpy array")
-        r = _rle.encode(m)
+        h, w, arr = _rle.encode_counts(m)
+        r = {"size": [h, w], "counts": arr.tolist()}
     else:
         r = shape.get("rle")
         if not isinstance(r, Mapping):
@@ -270,16 +358,21 @@ def _mask_rle(shape: Mapping[str, Any], width: int, height: int) -> dict[str, An
             counts = [int(v) for v in counts]
         elif type(counts) is not list:
             counts = list(counts)
-        if counts and min(counts) < 0:
+        h, w = int(size[0]), int(size[1])
+        try:
+            arr = np.array(counts, dtype=np.int64)
+        except OverflowError:
+            raise _Bad("rle counts are too large") from None
+        if arr.size and arr.min() < 0:
             raise _Bad("rle counts must not be negative")
-        r = {"size": [int(size[0]), int(size[1])], "counts": counts}
-    h, w = r["size"]
+        r = {"size": [h, w], "counts": counts}
     if (h, w) != (height, width):
         raise _Bad(f"mask size {h}x{w} (h x w) differs from the frame's {height}x{width}")
-    total = sum(r["counts"])
+    # every count is at most h*w first, so that the int64 sum cannot wrap around
+    total = int(arr.sum()) if arr.size and int(arr.max()) <= h * w else sum(r["counts"])
     if total != h * w:
         raise _Bad(f"rle counts sum to {total}, expected height*width = {h * w}")
-    return r
+    return r, arr
 
 
 def _attributes(attrs: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from cluster.broker.setup import make_broker
 from cluster.config import Settings
 from cluster.local.ports import free_port
 from cluster.models.devices import require_device
+from cluster.scripts.sandbox import make_non_dumpable
 from cluster.storage import open_store
 from cluster.store import Store
 from cluster.workers.chunk import ChunkProcessor
@@ -37,6 +38,9 @@ log = logging.getLogger("prelabel.worker")
 def run_worker(settings: Settings, device: str) -> int:
     device = normalize_device(device)
     require_device(ov.Core(), device)  # exits with a clear message naming the devices the host has
+    # Script processes run as the same user; a non-dumpable worker keeps /proc/<worker>/mem and
+    # environ (which hold the S3 and Redis credentials) closed to them even if one escaped.
+    make_non_dumpable()
 
     store = Store.from_settings(settings)
     store.ping()
