@@ -6,6 +6,7 @@ second copy. minio and urllib3 errors are translated into ``StorageError``/``Not
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 from typing import IO, Iterator
@@ -16,7 +17,7 @@ from minio import Minio
 from minio.error import MinioException, S3Error
 
 from cluster.config import Settings
-from cluster.errors import NotFound, StorageError
+from cluster.errors import ConfigError, NotFound, StorageError
 
 
 class Keys:
@@ -70,72 +71,62 @@ class ObjectStore:
                     except S3Error as exc:
                         if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                             raise
+            except ValueError as exc:  # minio checks names locally
+                raise ConfigError(f"S3_BUCKET {self.bucket!r} is not a valid bucket name: {exc}") from exc
             except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
                 raise StorageError(f"cannot reach S3 bucket {self.bucket!r}: {exc}") from exc
             self._bucket_ready = True
 
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    @contextlib.contextmanager
+    def _errors(self, action: str, key: str) -> Iterator[None]:
+        """Translate minio/urllib3 errors at the one place they enter: a missing key is NotFound."""
         try:
-            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+            yield
+        except S3Error as exc:
+            if exc.code in {"NoSuchKey", "NoSuchObject", "NotFound"}:  # stat answers NotFound
+                raise NotFound(f"s3://{self.bucket}/{key} does not exist") from exc
+            raise StorageError(f"cannot {action} s3://{self.bucket}/{key}: {exc}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageError(f"cannot write s3://{self.bucket}/{key}: {exc}") from exc
+            raise StorageError(f"cannot {action} s3://{self.bucket}/{key}: {exc}") from exc
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        with self._errors("write", key):
+            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
 
     def put_file(self, key: str, path: str, content_type: str = "application/octet-stream") -> None:
-        try:
+        with self._errors("write", key):
             self.client.fput_object(self.bucket, key, path, content_type=content_type)
-        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageError(f"cannot write s3://{self.bucket}/{key}: {exc}") from exc
 
     def get_bytes(self, key: str) -> bytes:
-        response = None
-        try:
+        with self._errors("read", key):
             response = self.client.get_object(self.bucket, key)
-            return response.read()
-        except S3Error as exc:
-            if exc.code in {"NoSuchKey", "NoSuchObject"}:
-                raise NotFound(f"s3://{self.bucket}/{key} does not exist") from exc
-            raise StorageError(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
-        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageError(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
-        finally:
-            if response is not None:
+            try:
+                return response.read()
+            finally:
                 response.close()
                 response.release_conn()
 
     def get_file(self, key: str, path: str) -> None:
-        try:
+        with self._errors("read", key):
             self.client.fget_object(self.bucket, key, path)
-        except S3Error as exc:
-            if exc.code in {"NoSuchKey", "NoSuchObject"}:
-                raise NotFound(f"s3://{self.bucket}/{key} does not exist") from exc
-            raise StorageError(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
-        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageError(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
 
     def exists(self, key: str) -> bool:
         try:
-            self.client.stat_object(self.bucket, key)
-            return True
-        except S3Error as exc:
-            if exc.code in {"NoSuchKey", "NoSuchObject", "NotFound"}:
-                return False
-            raise StorageError(f"cannot stat s3://{self.bucket}/{key}: {exc}") from exc
-        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageError(f"cannot stat s3://{self.bucket}/{key}: {exc}") from exc
+            with self._errors("stat", key):
+                self.client.stat_object(self.bucket, key)
+        except NotFound:
+            return False
+        return True
 
     def list_keys(self, prefix: str) -> Iterator[str]:
-        try:
+        with self._errors("list", prefix):
             for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
                 yield obj.object_name
-        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageError(f"cannot list s3://{self.bucket}/{prefix}: {exc}") from exc
 
     def delete_prefix(self, prefix: str) -> None:
         for key in list(self.list_keys(prefix)):
-            try:
+            with self._errors("delete", key):
                 self.client.remove_object(self.bucket, key)
-            except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-                raise StorageError(f"cannot delete s3://{self.bucket}/{key}: {exc}") from exc
 
     def put_msgpack(self, key: str, value: object) -> None:
         self.put_bytes(key, msgpack.packb(value, use_bin_type=True))
