@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import psutil
 
@@ -87,7 +88,7 @@ class BenchCluster:
     servers: list[Any] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
 
-    def start(self) -> "BenchCluster":
+    def start(self) -> BenchCluster:
         from cluster.dashboard import create_app
         from cluster.local import start_seaweed, start_valkey
         from cluster.storage import open_store
@@ -117,7 +118,7 @@ class BenchCluster:
             except Exception:
                 pass
 
-    def __enter__(self) -> "BenchCluster":
+    def __enter__(self) -> BenchCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from PIL import Image, ImageEnhance
@@ -34,7 +34,7 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _source(name: str) -> np.ndarray | None:
     from skimage import data
 

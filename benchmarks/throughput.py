@@ -30,24 +30,22 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
-from _frames import JpegFrame, describe, make_frames, parse_size  # noqa: E402
-from _models import MODELS, BenchModel, build  # noqa: E402
+import numpy as np
+from _frames import JpegFrame, describe, make_frames, parse_size
+from _models import MODELS, BenchModel, build
 
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_FRAMES = {"text-detection": 200, "selfie-segmentation": 400, "tiny": 1000}
@@ -107,7 +105,7 @@ def benchmark_app(model: BenchModel, seconds: int, precision: str | None = "f32"
     if precision:
         command += ["-infer_precision", precision]
     win = Window()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 300)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 300, check=False)
     match = re.search(r"Throughput:\s+([\d.]+)\s*FPS", done.stdout)
     streams = re.search(r"NUM_STREAMS:\s*(\d+)", done.stdout)
     requests = re.search(r"(\d+) inference requests", done.stdout)
@@ -168,6 +166,7 @@ def bounded_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Itera
 # AsyncInferQueue finished can abort the process ("Resource deadlock avoided") or hang it (OpenVINO
 # 2026.4 executor threads still release Python objects after wait_all). See README, "Findings".
 _ENGINES: list[Any] = []
+ENGINE_CONFIG: dict[str, Any] = {}  # --engine-config: extra compile properties for b (not the workers)
 
 
 def make_engine(model: BenchModel) -> Any:
@@ -177,7 +176,7 @@ def make_engine(model: BenchModel) -> Any:
 
     core = ov.Core()
     engine = InferenceEngine(apply_preprocessing(read_model(core, model.xml, model.bin), model.preprocessing), "CPU",
-                             core=core)
+                             core=core, config=ENGINE_CONFIG or None)
     _ENGINES.append(engine)
     return engine
 
@@ -485,7 +484,7 @@ def breakdown(raw: Path, frames: int) -> dict[str, Any]:
                     key = category
                     break
         chunk_threads[key] = chunk_threads.get(key, 0.0) + seconds
-    per_frame = lambda d: {k: round(1000 * v / max(1, frames), 3) for k, v in sorted(d.items(), key=lambda kv: -kv[1])}  # noqa: E731
+    per_frame = lambda d: {k: round(1000 * v / max(1, frames), 3) for k, v in sorted(d.items(), key=lambda kv: -kv[1])}
     return {"chunk_threads_ms_per_frame": per_frame(chunk_threads),
             "fetch_threads_ms_per_frame": per_frame(fetch_threads),
             "script_threads_ms_per_frame": per_frame(script_threads),
@@ -515,7 +514,7 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         win = Window()
         job = cluster.run_job(dataset, record, on_poll=poll, poll_s=0.2, timeout_s=7200)
         cluster.stop_workers()
-    mb = lambda b: round(b / 2**20, 1)  # noqa: E731
+    mb = lambda b: round(b / 2**20, 1)
     own = [s[2] for s in samples if s[2]]
     kids = [s[3] for s in samples if s[2]]
     total = [a + b for a, b in zip(own, kids)]
@@ -729,9 +728,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="where zoo wheels are kept between runs")
     parser.add_argument("--out", default=None, help="directory for profiles and samples (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--engine-config", default="", help='JSON of extra OpenVINO properties for stage b, '
+                        'e.g. \'{"ENABLE_CPU_PINNING": false}\' (the workers are not affected)')
     parser.add_argument("--summarize", nargs="+", default=None, metavar="LOG",
                         help="only: print the table of earlier runs from their logs (last line: the JSON)")
     args = parser.parse_args(argv)
+    if args.engine_config:
+        ENGINE_CONFIG.update(json.loads(args.engine_config))
     if args.summarize:
         for path in args.summarize:
             res = json.loads(Path(path).read_text().strip().splitlines()[-1])

@@ -19,7 +19,12 @@ import openvino as ov
 import pytest
 from PIL import Image
 
-from cluster.models import InferenceEngine, Preprocessing, apply_preprocessing, read_model
+from cluster.models import (
+    InferenceEngine,
+    Preprocessing,
+    apply_preprocessing,
+    read_model,
+)
 from cluster.scripts.imports import DEFAULT_ALLOWED, STYLE_MODERN, check_script
 from cluster.scripts.pool import FrameInput, ScriptRunner
 from cluster.zoo import ZooArtifacts, load_zoo
@@ -430,13 +435,13 @@ def _jpeg(array: np.ndarray) -> bytes:
 def test_a_job_with_the_zoo_text_detector_annotates_pages_and_not_flat_frames(session_settings, tmp_path, text_cache):
     """Registered through the API as `prelabel zoo add text-detection` does, run by a real worker."""
     from cluster_fixtures import kill_group, start_worker, wait_job
+    from skimage import data
     from test_worker_recovery import FlaskApi
 
     from cluster.dashboard import create_app
     from cluster.storage import Keys, open_store
     from cluster.store import Store
     from cluster.zoo.install import add_zoo_model
-    from skimage import data
 
     base, _, _ = session_settings.redis_url.rpartition("/")
     settings = session_settings.with_(redis_url=f"{base}/5", s3_bucket=f"text-{secrets.token_hex(4)}",
