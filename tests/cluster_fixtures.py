@@ -19,6 +19,7 @@ import pytest
 from cluster.cli.client import ApiClient
 from cluster.config import Settings
 from cluster.local.ports import free_port
+from cluster.local.process import die_with_parent
 from cluster.local.up import LocalCluster
 from cluster.store import Store
 
@@ -97,8 +98,10 @@ def start_worker(settings: Settings, device: str = "CPU", log: Path | None = Non
         "PRELABEL_HEARTBEAT_TIMEOUT": str(settings.heartbeat_timeout_s),
     })
     out = open(log, "ab") if log else subprocess.DEVNULL
+    # Dies with the test process (parent-death signal), so a killed test run leaves no worker behind.
     return subprocess.Popen([sys.executable, "-m", "cluster", "worker", "--device", device], env=env,
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=die_with_parent(os.getpid()))
 
 
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:

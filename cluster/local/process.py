@@ -46,7 +46,7 @@ def _load_libc() -> Any:
 _LIBC = _load_libc()
 
 
-def _child_setup(parent_pid: int) -> Callable[[], None] | None:
+def die_with_parent(parent_pid: int) -> Callable[[], None] | None:
     """The preexec_fn: die with the parent (Linux only); no-op elsewhere."""
     libc = _LIBC
     if libc is None:
@@ -114,7 +114,7 @@ class ManagedProcess:
                     env=self.env,
                     close_fds=True,
                     start_new_session=True,
-                    preexec_fn=_child_setup(os.getpid()),  # noqa: PLW1509 - prctl only, no locks taken
+                    preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 - prctl only, no locks taken
                 )
             except OSError as exc:
                 raise ServiceUnavailable(
