@@ -60,7 +60,7 @@ def test_the_demo_job_annotates_every_frame(demo_job):
     assert status["state"] == "completed"
     assert status["frames_failed"] == 0
     assert status["frames_done"] == status["frames_total"] == demo_job["dataset"]["frame_count"]
-    assert status["fps"] > 0
+    assert isinstance(status["fps"], float) and status["eta_s"] is None  # reported; a finished job has no ETA
 
 
 def test_the_astronaut_mask_matches_openvino_called_directly(demo_job, cluster):
