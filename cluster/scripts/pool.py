@@ -200,26 +200,20 @@ class _Child:
 
     def send(self, parts: list[Any], deadline: float) -> None:
         """Write a message (the buffers ``protocol.encode`` made) without blocking past the deadline."""
-        views = [memoryview(p).cast("B") for p in parts if len(p)]
+        views = protocol.byte_views(parts)
         writable = True  # try at once; poll only when the pipe is full
         while views:
             if not writable:
                 writable = self._handle(self._poll(True, deadline))
                 continue
             try:
-                n = os.writev(self.fd_in, views[:1024])  # IOV_MAX
+                n = os.writev(self.fd_in, views[: protocol.IOV_MAX])
             except BlockingIOError:
                 writable = False
                 continue
             except OSError:  # EPIPE: the child is gone
                 raise _Died() from None
-            while n and views:
-                if n >= len(views[0]):
-                    n -= len(views[0])
-                    views.pop(0)
-                else:
-                    views[0] = views[0][n:]
-                    n = 0
+            protocol.advance(views, n)
 
     def recv(self, deadline: float) -> Any:
         while not self.messages:

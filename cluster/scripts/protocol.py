@@ -364,15 +364,27 @@ def _read_exact(stream: Any, n: int, *, allow_eof: bool, buffers: _Buffers | Non
     return buf
 
 
+IOV_MAX = 1024
+
+
+def byte_views(parts: list[Any]) -> list[memoryview]:
+    """The non-empty buffers of a message as byte views, ready for ``os.writev``."""
+    return [memoryview(p).cast("B") for p in parts if len(p)]
+
+
+def advance(views: list[memoryview], n: int) -> None:
+    """Drop the ``n`` bytes a (possibly partial) ``os.writev`` wrote from the front of ``views``."""
+    while n and views:
+        if n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        else:
+            views[0] = views[0][n:]
+            n = 0
+
+
 def write_all(fd: int, parts: list[Any]) -> None:
     """Blocking write of every byte of ``parts`` to ``fd`` with as few syscalls as possible."""
-    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    views = byte_views(parts)
     while views:
-        n = os.writev(fd, views[:1024])  # IOV_MAX
-        while n and views:
-            if n >= len(views[0]):
-                n -= len(views[0])
-                views.pop(0)
-            else:
-                views[0] = views[0][n:]
-                n = 0
+        advance(views, os.writev(fd, views[:IOV_MAX]))
