@@ -73,6 +73,20 @@ class InferenceEngine:
         except Exception:
             self.optimal_requests = 1
         self._idle: queue.SimpleQueue[ov.InferRequest] = queue.SimpleQueue()
+        self.sample_outputs: dict[str, np.ndarray] | None = None  # set by warm_up()
+
+    def warm_up(self, width: int, height: int) -> dict[str, np.ndarray]:
+        """Infer one black ``width`` x ``height`` frame; keep and return its outputs.
+
+        Call it once on the thread that built the engine, before any concurrent use: OpenVINO's
+        Python binding initialises C++ statics on first tensor access, and two threads doing that
+        first access at once deadlock against the GIL (seen: both stuck in __cxa_guard_acquire).
+        The outputs, real ones with the model's names, shapes and dtypes, are what script processes
+        are warmed up on (``cluster.scripts.warmup``).
+        """
+        blank = np.zeros((max(1, int(height)), max(1, int(width)), 3), np.uint8)
+        self.sample_outputs = next(iter(self.infer_many([blank])))
+        return self.sample_outputs
 
     def _supports(self, device: str, name: str) -> bool:
         try:

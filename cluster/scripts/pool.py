@@ -47,9 +47,22 @@ import numpy as np
 from cluster.errors import InvalidInput, ScriptError
 from cluster.scripts import protocol
 from cluster.scripts.child import BOOTSTRAP
-from cluster.scripts.imports import DEFAULT_ALLOWED, DEFAULT_DENIED, STYLE_LEGACY, ScriptReport, check_script
-from cluster.scripts.sandbox.policy import DEFAULT_POLICY, SandboxPolicy, describe_death, process_cpu_seconds
+from cluster.scripts.imports import (
+    DEFAULT_ALLOWED,
+    DEFAULT_DENIED,
+    STYLE_LEGACY,
+    ScriptReport,
+    check_script,
+)
+from cluster.scripts.sandbox.policy import (
+    DEFAULT_POLICY,
+    SandboxPolicy,
+    describe_death,
+    process_cpu_seconds,
+)
 from cluster.scripts.validate import label_resolver, validate_shapes
+from cluster.scripts.warmup import TIMEOUT_S as WARM_TIMEOUT_S
+from cluster.scripts.warmup import WarmUp
 
 Shape = dict[str, Any]
 """A validated shape, see ``validate.py``: type, label (id str), points, score, attributes[, rle]."""
@@ -370,6 +383,42 @@ class _Process:
         self.load_info["spawn_to_ready_s"] = time.perf_counter() - t0
         g.sandbox_status = dict(reply.get("sandbox") or {})
         g.stats["last_load_s"] = self.load_info["spawn_to_ready_s"]
+        self._cpu_checked = time.monotonic()  # just started: no need to read /proc on the first call
+        warm = g.warm
+        if warm is not None and not self._warm_up(warm, labels):
+            self.ensure(labels)  # the warm-up is off for this script now: start afresh without it
+
+    def _warm_up(self, warm: WarmUp, labels: Mapping[str, str]) -> bool:
+        """Run the warm-up frames (``warmup.py``) and discard what comes back; return False, with the
+        process killed and the warm-up turned off for the script, when one times out or kills it."""
+        g = self.group
+        child = self.child
+        assert child is not None
+        t0 = time.perf_counter()
+        resolve = label_resolver(labels)
+        timeout = min(g.timeout, WARM_TIMEOUT_S)
+        try:
+            for fid, outputs in warm.frames():
+                frame = {"id": fid, "name": "", "width": warm.width, "height": warm.height, "outputs": outputs}
+                msg = {"op": "run", "frames": [frame], "context": dict(warm.context), "labels": dict(labels)}
+                deadline = time.monotonic() + timeout
+                child.send(protocol.encode(msg, g.max_message), deadline)
+                reply = child.recv(deadline)
+                if not isinstance(reply, dict) or reply.get("op") != "result":
+                    raise protocol.ProtocolError("unexpected reply to a warm-up frame")
+                if "ok" in reply:
+                    try:
+                        validate_shapes(reply["ok"], width=warm.width, height=warm.height, labels=labels,
+                                        max_shapes=g.max_shapes, max_points=g.max_points, _resolve=resolve)
+                    except ScriptError:
+                        pass  # made-up outputs may well give shapes the worker would refuse
+        except (_TimedOut, _Died, protocol.ProtocolError):
+            self.kill()
+            g.warm = None
+            g.stats["warm_up_failures"] += 1
+            return False
+        g.stats["last_warm_up_s"] = time.perf_counter() - t0
+        return True
 
     def kill(self) -> None:
         if self.child is not None:
@@ -397,11 +446,20 @@ class _Group:
         self.python = python
         self.closed = False
         self.load_error: ScriptError | None = None
+        self.warm: WarmUp | None = None  # frames each new process interprets first (warmup.py)
+        self._warm_offered = False
         self.stats: collections.Counter[str] | dict[str, Any] = collections.Counter()
         self._idle: list[_Process] = []
         self._count = 0
         self._starting = 0  # processes being started in the background (see prestart)
         self._cond = threading.Condition()
+
+    def offer_warm_up(self, warm: WarmUp | None) -> None:
+        """Use ``warm`` for the processes started from now on; only the first offer counts (and none
+        after a warm-up failed), so callers can offer it on every call."""
+        if warm is not None and not self._warm_offered:
+            self._warm_offered = True
+            self.warm = warm
 
     def checkout(self) -> _Process:
         with self._cond:
@@ -501,6 +559,7 @@ class ScriptRunner:
         max_failures: int = 2,
         python: str = sys.executable,
         sandbox: SandboxPolicy | None = None,
+        warm_up: WarmUp | None = None,
         _group: _Group | None = None,
     ) -> None:
         self.labels = {str(k): str(v) for k, v in labels.items()}
@@ -516,6 +575,7 @@ class ScriptRunner:
         else:
             self._owns = False
         self._group = _group
+        _group.offer_warm_up(warm_up)
 
     # properties -----------------------------------------------------------------------------
     @property
@@ -536,7 +596,8 @@ class ScriptRunner:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Counters: spawns, calls, frames, timeouts, crashes, protocol_errors; last_load_s."""
+        """Counters: spawns, calls, frames, timeouts, crashes, protocol_errors, warm_up_failures;
+        last_load_s, last_warm_up_s."""
         return dict(self._group.stats)
 
     @property
@@ -822,11 +883,12 @@ class ScriptPool:
         return group
 
     def get(self, source: str, labels: Mapping[Any, str], trusted: bool = False, *,
-            prestart: bool = True) -> ScriptRunner:
+            prestart: bool = True, warm_up: WarmUp | None = None) -> ScriptRunner:
         """A runner for ``source``; unless ``prestart=False`` its process starts in the background
-        now if none is ready (see ``ScriptRunner.prestart``)."""
+        now if none is ready (see ``ScriptRunner.prestart``). ``warm_up``: frames each new process
+        of this script interprets before its first real one (``warmup.py``; the first offer counts)."""
         group = self._group_for(source, trusted)
-        runner = _PooledRunner(self, source, labels, group)
+        runner = _PooledRunner(self, source, labels, group, warm_up)
         if prestart:
             runner.prestart()
         return runner
@@ -851,19 +913,25 @@ class ScriptPool:
 
 
 class _PooledRunner(ScriptRunner):
-    def __init__(self, pool: ScriptPool, source: str, labels: Mapping[Any, str], group: _Group) -> None:
-        super().__init__(source, labels, timeout=group.timeout, _group=group)
+    def __init__(self, pool: ScriptPool, source: str, labels: Mapping[Any, str], group: _Group,
+                 warm_up: WarmUp | None = None) -> None:
+        super().__init__(source, labels, timeout=group.timeout, warm_up=warm_up, _group=group)
+        self._warm_up = warm_up
         self._pool = pool
         self._source = source
 
     def run(self, frames: list[FrameInput], context: Mapping[str, Any] | None = None, *,
             timeout: float | None = None) -> list[list[Shape] | ScriptError]:
         if self._group.closed:  # evicted from the pool since this runner was handed out
-            self._group = self._pool._group_for(self._source, self._group.program.trusted)
+            self._regroup()
         try:
             return super().run(frames, context, timeout=timeout)
         except ScriptError as exc:
             if exc.details.get("kind") != "closed" or self._pool._closed:
                 raise
-            self._group = self._pool._group_for(self._source, self._group.program.trusted)
+            self._regroup()
             return super().run(frames, context, timeout=timeout)
+
+    def _regroup(self) -> None:
+        self._group = self._pool._group_for(self._source, self._group.program.trusted)
+        self._group.offer_warm_up(self._warm_up)

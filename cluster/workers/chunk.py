@@ -23,6 +23,7 @@ from cluster.models.engine import EngineCache, InferenceEngine
 from cluster.models.preprocessing import Preprocessing, apply_preprocessing
 from cluster.models.reading import read_model
 from cluster.scripts.pool import FrameInput, ScriptPool
+from cluster.scripts.warmup import WarmUp
 from cluster.states import ChunkState
 from cluster.storage import Keys, ObjectStore
 from cluster.store import Store
@@ -128,11 +129,7 @@ class ChunkProcessor:
             prep = Preprocessing.from_dict(model["preprocessing"])
             ov_model = apply_preprocessing(ov_model, prep)
             engine = InferenceEngine(ov_model, self.device, cache_dir=Path(self.settings.cache_dir) / "ov", core=self.core)
-            # One inference on this thread before any concurrent use: OpenVINO's Python binding
-            # initialises C++ statics on first tensor access, and two threads doing that first
-            # access at once deadlock against the GIL (seen: both stuck in __cxa_guard_acquire).
-            blank = np.zeros((prep.height or 64, prep.width or 64, 3), np.uint8)
-            list(engine.infer_many([blank]))
+            engine.warm_up(prep.width or 64, prep.height or 64)
             return engine
 
         return self.engines.get((model["id"], model.get("version", 1), self.device), build)
@@ -146,7 +143,9 @@ class ChunkProcessor:
         model = self.store.models.get_unchecked(job["model"])
         engine = self._engine(model)
         source = self.objects.get_bytes(model["script_key"]).decode()
-        runner = self.scripts.get(source, labels=model["labels"], trusted=bool(model.get("trusted")))
+        context = {"threshold": job["settings"].get("threshold", 0.5)}
+        warm = WarmUp.like(engine.sample_outputs, include_sample=True, context=context) if engine.sample_outputs else None
+        runner = self.scripts.get(source, labels=model["labels"], trusted=bool(model.get("trusted")), warm_up=warm)
         outcomes = [FrameOutcome(f["frame"], f["name"], f["width"], f["height"]) for f in frames]
 
         prep = model["preprocessing"]
@@ -172,7 +171,6 @@ class ChunkProcessor:
         # Frames stream through: inference starts with the first decoded frame while later ones are
         # still being fetched, and each batch of outputs goes to the script process while the next
         # batch is inferred.
-        context = {"threshold": job["settings"].get("threshold", 0.5)}
         batches: list[tuple[list[int], Future]] = []
         pending: list[FrameInput] = []
         pending_idx: list[int] = []
