@@ -374,3 +374,89 @@ def test_the_script_is_fast_on_a_512_frame(script):
         script.interpret(outputs, frame, {"1": "person"}, {})
         times.append(time.perf_counter() - began)
     assert statistics.median(times) < 0.030
+
+
+# -- the full-resolution mask against the plain method --------------------------------------------
+def exact_mask(prob: np.ndarray, height: int, width: int, threshold: float) -> tuple[np.ndarray, float]:
+    """The script's original method, kept as the reference: interpolate the whole map to the frame's
+    size (bilinear, pixel centres aligned, like cv2 INTER_LINEAR), then threshold. Returns the mask
+    and the mean probability inside it."""
+
+    def axis(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = (np.arange(size_out, dtype=np.float32) + 0.5) * (size_in / size_out) - 0.5
+        np.clip(pos, 0, size_in - 1, out=pos)
+        lo = pos.astype(np.intp)
+        return lo, np.minimum(lo + 1, size_in - 1), pos - lo
+
+    h, w = prob.shape
+    y0, y1, fy = axis(h, height)
+    x0, x1, fx = axis(w, width)
+    left = prob[:, x0]
+    cols = left + (prob[:, x1] - left) * fx
+    top = cols[y0]
+    full = top + (cols[y1] - top) * fy[:, None]
+    mask = full > threshold
+    count = np.count_nonzero(mask)
+    return mask, (float(full.sum(where=mask, dtype=np.float64)) / count if count else 0.0)
+
+
+def smooth_blobs(seed: int) -> np.ndarray:
+    """A plausible segmentation map: a few Gaussian bumps through a steep sigmoid (soft edges)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:256, 0:256]
+    field = np.zeros((256, 256))
+    for _ in range(4):
+        cx, cy = rng.uniform(30, 220, 2)
+        r = rng.uniform(10, 70)
+        field += np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+    return (1 / (1 + np.exp(-8 * (field - 0.5)))).astype(np.float32)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 1.0
+
+
+def frame_mask_of(script, prob: np.ndarray, width: int, height: int, threshold: float = 0.5):
+    shapes = script.interpret(as_outputs(prob), {"width": width, "height": height}, {"1": "person"},
+                              {"threshold": threshold})
+    masks = [s for s in shapes if s["type"] == "mask"]
+    assert len(masks) <= 1
+    return (masks[0]["mask"], masks[0]["score"]) if masks else (None, None)
+
+
+@pytest.mark.parametrize("width,height", [(1920, 1080), (640, 480)])
+def test_the_frame_mask_matches_interpolating_the_whole_frame(selfie, script, width, height):
+    # The script decides most of the frame on the model's grid (see _frame_mask); the mask must stay
+    # what interpolating every pixel gives, on the real model's output and on smooth synthetic maps.
+    model = apply_preprocessing(read_model(ov.Core(), selfie.model_xml), selfie.preprocessing)
+    real = InferenceEngine(model, "CPU").infer(astronaut())["segmentation_mask"][0, :, :, 0]
+    for prob in [real, smooth_blobs(1), smooth_blobs(2), smooth_blobs(3)]:
+        reference, reference_score = exact_mask(prob, height, width, 0.5)
+        mask, score = frame_mask_of(script, prob, width, height)
+        assert mask.shape == (height, width) and mask.dtype == np.bool_
+        assert iou(mask, reference) >= 0.97
+        assert score == pytest.approx(reference_score, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "width,height", [(1920, 1080), (640, 480), (4000, 3000), (300, 200), (257, 256), (7, 2000), (1280, 1)]
+)
+def test_the_frame_mask_is_pixel_for_pixel_the_interpolated_one(script, width, height):
+    # Not an approximation: only cells whose corners straddle the threshold are interpolated, with the
+    # same arithmetic, so even maps with corners exactly at the threshold (quantised), maps that are
+    # mostly near it (noise: the whole-frame fallback) and NaNs give the very same pixels.
+    rng = np.random.default_rng(width * 7 + height)
+    quantised = (rng.integers(0, 5, (256, 256)) / 8 + 0.25).astype(np.float32)  # 0.25 .. 0.75, steps of 1/8
+    holed = smooth_blobs(4)
+    holed[100:103, 50:60] = np.nan
+    maps = [smooth_blobs(5), quantised, rng.random((256, 256), dtype=np.float32), holed, disc(radius=90)]
+    for prob in maps:
+        for threshold in (0.5, 0.3):
+            reference, reference_score = exact_mask(prob, height, width, threshold)
+            mask, score = frame_mask_of(script, prob, width, height, threshold)
+            if not reference.any():
+                assert mask is None
+                continue
+            assert np.array_equal(mask, reference)
+            assert score == pytest.approx(reference_score, abs=1e-6)

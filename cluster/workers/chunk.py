@@ -7,7 +7,10 @@ already done, so no frame is ever annotated twice in the output.
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import logging
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ import numpy as np
 import openvino as ov
 
 from cluster.config import Settings
-from cluster.errors import FrameError, PrelabelError
+from cluster.errors import FrameError, ModelError, PrelabelError
 from cluster.models.engine import EngineCache, InferenceEngine
 from cluster.models.preprocessing import Preprocessing, apply_preprocessing
 from cluster.models.reading import read_model
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: Frames per call into the script process: enough to amortise a round trip, small enough to overlap.
 SCRIPT_BATCH = 8
+#: Script sources kept in memory (a few KB each), by (S3 key, sha256).
+SCRIPT_SOURCES_CACHED = 32
 
 
 @dataclass
@@ -69,6 +74,8 @@ class ChunkProcessor:
         self.engines = EngineCache(capacity=4)
         self.scripts = ScriptPool.from_settings(settings)
         self.fetcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fetch")
+        self._sources: collections.OrderedDict[tuple[str, str], str] = collections.OrderedDict()
+        self._sources_lock = threading.Lock()
 
     def close(self) -> None:
         self.fetcher.shutdown(wait=False, cancel_futures=True)
@@ -134,6 +141,25 @@ class ChunkProcessor:
 
         return self.engines.get((model["id"], model.get("version", 1), self.device), build)
 
+    def _script_source(self, model: dict[str, Any]) -> str:
+        """The model's script, read from S3 once per (key, sha256): models are immutable, and a GET
+        per chunk is a round trip for nothing (a new version of a model is a new record)."""
+        key = (model["script_key"], model.get("script_sha256") or "")
+        with self._sources_lock:
+            source = self._sources.get(key)
+            if source is not None:
+                self._sources.move_to_end(key)
+                return source
+        data = self.objects.get_bytes(model["script_key"])
+        if key[1] and hashlib.sha256(data).hexdigest() != key[1]:
+            raise ModelError(f"the script of model {model.get('id')} does not match its recorded sha256")
+        source = data.decode()
+        with self._sources_lock:
+            self._sources[key] = source
+            while len(self._sources) > SCRIPT_SOURCES_CACHED:
+                self._sources.popitem(last=False)
+        return source
+
     def _fetch_decode(self, frame: dict[str, Any], target: tuple[int, int] | None) -> np.ndarray:
         data = self.objects.get_bytes(frame["key"])
         self.metrics.fetch_bytes.labels(self.device).inc(len(data))
@@ -142,7 +168,7 @@ class ChunkProcessor:
     def _process(self, job: dict[str, Any], frames: list[dict[str, Any]]) -> list[FrameOutcome]:
         model = self.store.models.get_unchecked(job["model"])
         engine = self._engine(model)
-        source = self.objects.get_bytes(model["script_key"]).decode()
+        source = self._script_source(model)
         context = {"threshold": job["settings"].get("threshold", 0.5)}
         warm = WarmUp.like(engine.sample_outputs, include_sample=True, context=context) if engine.sample_outputs else None
         runner = self.scripts.get(source, labels=model["labels"], trusted=bool(model.get("trusted")), warm_up=warm)
