@@ -43,6 +43,14 @@ def identity_model(shape, name="pixels") -> ov.Model:
     return ov.Model([result], [x], "identity")
 
 
+def echo_model(shape, name="pixels") -> ov.Model:
+    """Outputs exactly what it receives, negative values included (``identity_model`` is a ReLU)."""
+    x = ops.parameter(list(shape), np.float32, name="image")
+    result = ops.result(ops.multiply(x, ops.constant(np.float32(1.0))))
+    result.output(0).get_tensor().set_names({name})
+    return ov.Model([result], [x], "echo")
+
+
 def solid(height, width, rgb) -> np.ndarray:
     image = np.empty((height, width, 3), np.uint8)
     image[...] = np.asarray(rgb, np.uint8)
@@ -197,6 +205,115 @@ def test_preprocessing_feeds_a_grey_model_with_one_channel():
         solid(9, 9, (100, 100, 100))
     )
     np.testing.assert_allclose(out["pixels"], np.full((1, 1, 4, 4), 100.0), atol=0.5)
+
+
+def previous_step_order(model: ov.Model, prep: Preprocessing, grey: bool = False) -> ov.Model:
+    """``prep`` with the step order apply_preprocessing used before resizing moved first: convert the
+    whole frame to f32, colour, resize, mean, scale. The reference the u8 resize is held to."""
+    from openvino.preprocess import ColorFormat, PrePostProcessor, ResizeAlgorithm
+
+    model = model.clone()
+    ppp = PrePostProcessor(model)
+    tensor = ppp.input().tensor()
+    tensor.set_element_type(ov.Type.u8)
+    tensor.set_layout(ov.Layout("NHWC"))
+    tensor.set_color_format(ColorFormat.RGB)
+    tensor.set_spatial_dynamic_shape()
+    steps = ppp.input().preprocess()
+    steps.convert_element_type(ov.Type.f32)
+    if grey:
+        steps.convert_color(ColorFormat.GRAY)
+    elif prep.color == "BGR":
+        steps.convert_color(ColorFormat.BGR)
+    steps.resize({"linear": ResizeAlgorithm.RESIZE_LINEAR, "nearest": ResizeAlgorithm.RESIZE_NEAREST,
+                  "cubic": ResizeAlgorithm.RESIZE_CUBIC}[prep.resize])
+    if prep.mean is not None:
+        steps.mean(prep.mean if len(prep.mean) > 1 else prep.mean[0])
+    if prep.scale is not None:
+        steps.scale(prep.scale if len(prep.scale) > 1 else prep.scale[0])
+    ppp.input().model().set_layout(ov.Layout(prep.layout))
+    return ppp.build()
+
+
+def textured_frame(height=480, width=640) -> np.ndarray:
+    """Smooth gradients plus seeded noise: every pixel differs, so resizing really interpolates."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    noise = np.random.default_rng(7).normal(0, 25, (height, width, 3))
+    image = np.stack([0.3 * x + 20, 0.4 * y + 30, 250 - 0.2 * x - 0.1 * y], axis=-1) + noise
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def test_preprocessing_resizes_the_u8_frame_before_any_per_pixel_work():
+    # The f32 conversion, colour, mean and scale must see the network's 64x64, not the frame's size:
+    # on a 1920x1080 frame for a 736x736 network the other order cost a third of the inference.
+    prep = Preprocessing(color="BGR", mean=[127.5], scale=[127.5])
+    ops_in_order = list(apply_preprocessing(echo_model([1, 64, 64, 3]), prep).get_ordered_ops())
+    kinds = [op.get_type_name() for op in ops_in_order]
+    resize = ops_in_order[kinds.index("Interpolate")]
+    assert resize.input(0).get_element_type() == ov.Type.u8
+    convert = ops_in_order[kinds.index("Convert")]
+    assert convert.input(0).get_element_type() == ov.Type.u8
+    assert convert.input(0).get_partial_shape() == ov.PartialShape([1, 64, 64, 3])
+    assert kinds.index("Interpolate") < kinds.index("Convert") < kinds.index("Gather")  # Gather: RGB->BGR
+
+
+def test_cubic_resizing_stays_in_f32_where_its_overshoot_is_not_clamped():
+    prep = Preprocessing(resize="cubic")
+    ops_in_order = list(apply_preprocessing(echo_model([1, 64, 64, 3]), prep).get_ordered_ops())
+    resize = next(op for op in ops_in_order if op.get_type_name() == "Interpolate")
+    assert resize.input(0).get_element_type() == ov.Type.f32
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("resize", ["linear", "nearest", "cubic"])
+def test_resizing_first_matches_the_previous_step_order_up_to_rounding(layout, resize):
+    shape = [1, 64, 64, 3] if layout == "NHWC" else [1, 3, 64, 64]
+    model = echo_model(shape)
+    prep = Preprocessing(layout=layout, color="BGR", mean=[127.5], scale=[127.5], resize=resize)
+    frame = textured_frame()
+    new = InferenceEngine(apply_preprocessing(model, prep), "CPU").infer(frame)["pixels"]
+    old = InferenceEngine(previous_step_order(model, prep), "CPU").infer(frame)["pixels"]
+    assert new.shape == old.shape == tuple(shape)
+    diff = (new.astype(np.float64) - old) * 127.5  # back in 0..255 pixel units
+    if resize == "linear":
+        # u8 interpolation rounds to whole values: at most half a level off, and unbiased.
+        assert np.abs(diff).max() <= 0.5 + 1e-3
+        assert abs(diff.mean()) < 0.02
+        assert np.abs(diff).max() > 0  # it really is the u8 path, not the old one
+    else:  # nearest picks pixels either way; cubic still resizes in f32
+        assert np.abs(diff).max() <= 1e-3
+
+
+def test_resized_gradient_matches_a_numpy_reference_with_colour_and_normalisation():
+    # On an affine gradient any linear interpolation centred on the pixel gives the gradient's value
+    # there, so numpy can say what the model must receive without copying OpenVINO's kernel.
+    height, width, size = 480, 640, 64
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    ramps = [lambda x, y: 10 + 0.3 * x + 0.05 * y, lambda x, y: 100 + 0 * x, lambda x, y: 240 - 0.25 * x - 0.1 * y]
+    frame = np.stack([np.round(f(x, y)) for f in ramps], axis=-1).astype(np.uint8)
+    prep = Preprocessing(color="BGR", mean=[127.5], scale=[127.5])
+    out = InferenceEngine(apply_preprocessing(echo_model([1, size, size, 3]), prep), "CPU").infer(frame)["pixels"]
+    # half-pixel centres: output pixel j samples the frame at (j + 0.5) * in / out - 0.5
+    sy = (np.arange(size) + 0.5) * height / size - 0.5
+    sx = (np.arange(size) + 0.5) * width / size - 0.5
+    gy, gx = np.meshgrid(sy, sx, indexing="ij")
+    rgb = np.stack([f(gx, gy) for f in ramps], axis=-1)
+    expected = (rgb[..., ::-1] - 127.5) / 127.5  # BGR, then (pixel - mean) / scale
+    diff = (out[0].astype(np.float64) - expected) * 127.5
+    # the frame's own rounding and the u8 resize's rounding: up to half a level each
+    assert np.abs(diff).max() <= 1.0 + 1e-3
+    assert abs(diff.mean()) < 0.05
+
+
+def test_a_grey_model_gets_the_resized_frame_within_rounding_of_the_previous_order():
+    model = echo_model([1, 1, 64, 64])
+    frame = textured_frame()
+    prep = Preprocessing(layout="NCHW")
+    new = InferenceEngine(apply_preprocessing(model, prep), "CPU").infer(frame)["pixels"]
+    old = InferenceEngine(previous_step_order(model, prep, grey=True), "CPU").infer(frame)["pixels"]
+    diff = new.astype(np.float64) - old
+    assert np.abs(diff).max() <= 0.5 + 1e-3
+    assert abs(diff.mean()) < 0.05
 
 
 def test_preprocessing_leaves_the_original_model_untouched():

@@ -197,7 +197,9 @@ def _target_size(image: ov.Output, layout: str, prep: Preprocessing) -> tuple[in
 def apply_preprocessing(model: ov.Model, prep: Preprocessing) -> ov.Model:
     """A copy of ``model`` whose one input is a ``u8`` ``[1, H, W, 3]`` RGB image of any H and W.
 
-    The model itself is left untouched. Outputs keep their names.
+    The model itself is left untouched. Outputs keep their names. Linear and nearest resizing run
+    on the ``u8`` frame, before anything else, so the model input is within half a pixel level
+    of resizing in f32 (see the comment on the step order below).
     """
     from openvino.preprocess import ColorFormat, PrePostProcessor, ResizeAlgorithm
 
@@ -238,12 +240,24 @@ def apply_preprocessing(model: ov.Model, prep: Preprocessing) -> ov.Model:
         tensor.set_color_format(ColorFormat.RGB)
         tensor.set_spatial_dynamic_shape()
         steps = ppp.input().preprocess()
-        steps.convert_element_type(ov.Type.f32)
+        # Resize first, on the u8 frame, so every per-pixel step after it (f32 conversion, colour,
+        # mean/scale, layout) runs at the network's size rather than the frame's: converting a
+        # 1920x1080 frame to f32 before shrinking it to 736x736 cost ~50 ms of a 154 ms inference
+        # of the PP-OCRv4 detector. Linear on u8 rounds to whole pixel values (at most 0.5 off
+        # the f32 result, unbiased); nearest is exact. Cubic stays in f32: its overshoot at
+        # edges would be clamped to 0..255 on u8 (measured up to 43 off on a noisy frame).
+        if prep.resize == "cubic":
+            steps.convert_element_type(ov.Type.f32)
+            steps.resize(algorithm)
+        else:
+            steps.resize(algorithm)
+            steps.convert_element_type(ov.Type.f32)
+        # Colour after the f32 conversion: BGR is a channel swap, exact on any type, but GRAY is a
+        # weighted sum that would add a second rounding on u8.
         if channels == 1:
             steps.convert_color(ColorFormat.GRAY)
         elif prep.color == "BGR":
             steps.convert_color(ColorFormat.BGR)
-        steps.resize(algorithm)
         if prep.mean is not None:
             steps.mean(prep.mean if len(prep.mean) > 1 else prep.mean[0])
         if prep.scale is not None:
