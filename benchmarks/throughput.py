@@ -174,24 +174,22 @@ def make_engine(model: BenchModel) -> Any:
 
     from cluster.models import InferenceEngine, apply_preprocessing, read_model
 
+    from cluster.workers.decode import FrameDecoder
+
     core = ov.Core()
-    engine = InferenceEngine(apply_preprocessing(read_model(core, model.xml, model.bin), model.preprocessing), "CPU",
-                             core=core, config=ENGINE_CONFIG or None)
+    resize = not FrameDecoder.for_preprocessing(model.preprocessing).resizes  # as the worker builds it
+    engine = InferenceEngine(apply_preprocessing(read_model(core, model.xml, model.bin), model.preprocessing,
+                                                 resize=resize), "CPU", core=core, config=ENGINE_CONFIG or None)
     _ENGINES.append(engine)
     return engine
 
 
 def worker_decode(model: BenchModel) -> Callable[[bytes, str], np.ndarray]:
-    """``decode_rgb`` as the worker calls it: toward the network's input size when it can."""
-    import inspect
+    """Decoding as the worker does it (``FrameDecoder``): toward the network's input size, and
+    resized to it on the host when the worker does that."""
+    from cluster.workers.decode import FrameDecoder
 
-    from cluster.workers.decode import decode_rgb
-
-    prep = model.preprocessing
-    if "target" in inspect.signature(decode_rgb).parameters and prep.width and prep.height:
-        target = (prep.width, prep.height)
-        return lambda data, name: decode_rgb(data, name, target)
-    return decode_rgb
+    return FrameDecoder.for_preprocessing(model.preprocessing)
 
 
 def pipeline(model: BenchModel, frames: list[JpegFrame], decode_threads: int) -> dict[str, Any]:

@@ -36,6 +36,9 @@ class Settings:
     port: int = 8080
     chunk_size: int = 16
     worker_threads: int = 2
+    # Longest a worker's consumer sleeps between polls for messages when it has none (or holds as
+    # many as it may prefetch). Dramatiq's default, 1 s, left threads idle between short chunks.
+    worker_poll_ms: int = 100
     heartbeat_timeout_s: float = 15.0
     script_timeout_s: float = 30.0
     max_retries: int = 3
@@ -59,6 +62,7 @@ class Settings:
         "port": "PRELABEL_PORT",
         "chunk_size": "PRELABEL_CHUNK_SIZE",
         "worker_threads": "PRELABEL_WORKER_THREADS",
+        "worker_poll_ms": "PRELABEL_WORKER_POLL_MS",
         "heartbeat_timeout_s": "PRELABEL_HEARTBEAT_TIMEOUT",
         "script_timeout_s": "PRELABEL_SCRIPT_TIMEOUT",
         "max_retries": "PRELABEL_MAX_RETRIES",

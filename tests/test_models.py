@@ -530,3 +530,78 @@ def test_engine_runs_the_cpu_in_full_precision_by_default():
     assert exact.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
     chosen = InferenceEngine(model, "CPU", precision=None)  # whatever the CPU prefers (bf16 where it has it)
     np.testing.assert_allclose(chosen.infer(solid(8, 8, (4, 8, 16)))["means"][0], [4, 8, 16], rtol=1e-2)
+
+
+# -- resizing on the host -------------------------------------------------------------------------------
+def _jpeg(image: np.ndarray, quality: int = 92) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _smooth(height: int, width: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), (x + y) * 255 // (width + height)],
+                    axis=-1).astype(np.uint8)
+
+
+def test_frames_for_a_model_of_known_size_are_decoded_straight_to_that_size():
+    from cluster.workers.decode import FrameDecoder
+
+    decode = FrameDecoder.for_preprocessing(Preprocessing(width=96, height=64))
+    assert decode.resizes
+    for size in ((640, 480), (50, 30), (96, 64)):
+        image = decode(_jpeg(_smooth(size[1], size[0])), "f.jpg")
+        assert image.shape == (64, 96, 3) and image.dtype == np.uint8
+
+
+def test_cubic_resizing_and_models_of_unknown_size_keep_resizing_in_the_graph():
+    from cluster.models.preprocessing import resizes_on_host
+    from cluster.workers.decode import FrameDecoder
+
+    assert not resizes_on_host(Preprocessing(width=96, height=64, resize="cubic"))
+    assert not resizes_on_host(Preprocessing())
+    assert resizes_on_host(Preprocessing(width=96, height=64, resize="nearest"))
+    decode = FrameDecoder.for_preprocessing(Preprocessing(width=96, height=64, resize="cubic"))
+    assert not decode.resizes
+    # the DCT draft still shrinks the JPEG (to 1/4 here, never below the network size); the graph does the rest
+    assert decode(_jpeg(_smooth(480, 640)), "f.jpg").shape[:2] == (120, 160)
+
+
+@pytest.mark.parametrize("frame_size", [(640, 480), (300, 200)])
+def test_resizing_on_the_host_gives_the_model_what_the_graph_resize_gave_it(frame_size):
+    """Enlarging: bilinear in Pillow and in OpenVINO agree to within a pixel level, unbiased."""
+    from cluster.workers.decode import FrameDecoder
+
+    prep = Preprocessing(width=736, height=736, mean=[127.5], scale=[127.5], color="BGR")
+    frame = _smooth(frame_size[1], frame_size[0])
+    in_graph = InferenceEngine(apply_preprocessing(echo_model([1, 3, 736, 736]), prep), "CPU").infer(frame)["pixels"]
+    decode = FrameDecoder.for_preprocessing(prep)
+    on_host = InferenceEngine(apply_preprocessing(echo_model([1, 3, 736, 736]), prep, resize=False), "CPU").infer(
+        decode(_png(frame), "f.png"))["pixels"]
+    diff = (on_host - in_graph) * 127.5  # back to pixel levels
+    assert on_host.shape == in_graph.shape == (1, 3, 736, 736)
+    assert np.abs(diff).max() <= 1.0 + 1e-3
+    assert abs(float(diff.mean())) < 0.05
+
+
+def test_a_graph_built_without_its_resize_refuses_frames_of_another_size():
+    prep = Preprocessing(width=32, height=24)
+    engine = InferenceEngine(apply_preprocessing(echo_model([1, 3, 24, 32]), prep, resize=False), "CPU")
+    assert engine.infer(solid(24, 32, (1, 2, 3)))["pixels"].shape == (1, 3, 24, 32)
+    with pytest.raises((ModelError, InvalidInput)):
+        engine.infer(solid(48, 64, (1, 2, 3)))
+
+
+def _png(image: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()

@@ -194,8 +194,22 @@ def _target_size(image: ov.Output, layout: str, prep: Preprocessing) -> tuple[in
     return height, width
 
 
-def apply_preprocessing(model: ov.Model, prep: Preprocessing) -> ov.Model:
-    """A copy of ``model`` whose one input is a ``u8`` ``[1, H, W, 3]`` RGB image of any H and W.
+def resizes_on_host(prep: Preprocessing) -> bool:
+    """Whether frames for ``prep`` are best resized before inference rather than in the graph.
+
+    OpenVINO's u8 Interpolate is the slowest step of this preprocessing: 640x480 to 736x736 took
+    6-7 ms on one core, Pillow's bilinear resize 3 ms (1920x1080: 10.5 ms vs 7 ms). So when the
+    network size is known, linear and nearest resizing move to the decoding threads
+    (``cluster.workers.decode.FrameDecoder``) and the graph takes the network size only. Cubic
+    stays in the graph, in f32 (u8 cubic clamps its overshoot).
+    """
+    return bool(prep.width and prep.height and prep.resize in ("linear", "nearest"))
+
+
+def apply_preprocessing(model: ov.Model, prep: Preprocessing, *, resize: bool = True) -> ov.Model:
+    """A copy of ``model`` whose one input is a ``u8`` ``[1, H, W, 3]`` RGB image of any H and W;
+    with ``resize=False``, of exactly the network's size (``prep.width`` x ``prep.height``): the
+    caller resizes (see ``resizes_on_host``).
 
     The model itself is left untouched. Outputs keep their names. Linear and nearest resizing run
     on the ``u8`` frame, before anything else, so the model input is within half a pixel level
@@ -238,7 +252,10 @@ def apply_preprocessing(model: ov.Model, prep: Preprocessing) -> ov.Model:
         tensor.set_element_type(ov.Type.u8)
         tensor.set_layout(ov.Layout("NHWC"))
         tensor.set_color_format(ColorFormat.RGB)
-        tensor.set_spatial_dynamic_shape()
+        if resize:
+            tensor.set_spatial_dynamic_shape()
+        else:
+            tensor.set_spatial_static_shape(height, width)
         steps = ppp.input().preprocess()
         # Resize first, on the u8 frame, so every per-pixel step after it (f32 conversion, colour,
         # mean/scale, layout) runs at the network's size rather than the frame's: converting a
@@ -246,7 +263,9 @@ def apply_preprocessing(model: ov.Model, prep: Preprocessing) -> ov.Model:
         # of the PP-OCRv4 detector. Linear on u8 rounds to whole pixel values (at most 0.5 off
         # the f32 result, unbiased); nearest is exact. Cubic stays in f32: its overshoot at
         # edges would be clamped to 0..255 on u8 (measured up to 43 off on a noisy frame).
-        if prep.resize == "cubic":
+        if not resize:
+            steps.convert_element_type(ov.Type.f32)
+        elif prep.resize == "cubic":
             steps.convert_element_type(ov.Type.f32)
             steps.resize(algorithm)
         else:

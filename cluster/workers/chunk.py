@@ -31,7 +31,7 @@ from cluster.states import ChunkState
 from cluster.storage import Keys, ObjectStore
 from cluster.store import Store
 from cluster.workers.artifacts import ModelFiles
-from cluster.workers.decode import decode_rgb
+from cluster.workers.decode import FrameDecoder
 from cluster.workers.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class ChunkProcessor:
             directory = self.files.local_dir(model)
             ov_model = read_model(self.core, directory / "model.xml", directory / "model.bin")
             prep = Preprocessing.from_dict(model["preprocessing"])
-            ov_model = apply_preprocessing(ov_model, prep)
+            ov_model = apply_preprocessing(ov_model, prep, resize=not FrameDecoder.for_preprocessing(prep).resizes)
             engine = InferenceEngine(ov_model, self.device, cache_dir=Path(self.settings.cache_dir) / "ov", core=self.core)
             engine.warm_up(prep.width or 64, prep.height or 64)
             return engine
@@ -160,10 +160,10 @@ class ChunkProcessor:
                 self._sources.popitem(last=False)
         return source
 
-    def _fetch_decode(self, frame: dict[str, Any], target: tuple[int, int] | None) -> np.ndarray:
+    def _fetch_decode(self, frame: dict[str, Any], decode: FrameDecoder) -> np.ndarray:
         data = self.objects.get_bytes(frame["key"])
         self.metrics.fetch_bytes.labels(self.device).inc(len(data))
-        return decode_rgb(data, frame["name"], target)
+        return decode(data, frame["name"])
 
     def _process(self, job: dict[str, Any], frames: list[dict[str, Any]]) -> list[FrameOutcome]:
         model = self.store.models.get_unchecked(job["model"])
@@ -174,9 +174,8 @@ class ChunkProcessor:
         runner = self.scripts.get(source, labels=model["labels"], trusted=bool(model.get("trusted")), warm_up=warm)
         outcomes = [FrameOutcome(f["frame"], f["name"], f["width"], f["height"]) for f in frames]
 
-        prep = model["preprocessing"]
-        target = (prep["width"], prep["height"]) if prep.get("width") and prep.get("height") else None
-        futures = [self.fetcher.submit(self._fetch_decode, f, target) for f in frames]
+        decode = FrameDecoder.for_preprocessing(Preprocessing.from_dict(model["preprocessing"]))
+        futures = [self.fetcher.submit(self._fetch_decode, f, decode) for f in frames]
         ok: list[int] = []  # indices of decoded frames, in the order they go to inference
         waited = [0.0]  # seconds inference spent waiting for frames, left out of its histogram
 

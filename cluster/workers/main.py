@@ -76,7 +76,8 @@ def run_worker(settings: Settings, device: str) -> int:
                 log.warning("keeper: %s", exc)
             stop.wait(period)
 
-    worker = dramatiq.Worker(broker, queues={queue_for(device)}, worker_threads=settings.worker_threads)
+    worker = dramatiq.Worker(broker, queues={queue_for(device)}, worker_threads=settings.worker_threads,
+                             worker_timeout=max(10, settings.worker_poll_ms))
     worker.start()
     thread = threading.Thread(target=keeper, name="keeper", daemon=True)
     thread.start()
