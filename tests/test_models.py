@@ -574,7 +574,7 @@ def test_cubic_resizing_and_models_of_unknown_size_keep_resizing_in_the_graph():
 
 @pytest.mark.parametrize("frame_size", [(640, 480), (300, 200)])
 def test_resizing_on_the_host_gives_the_model_what_the_graph_resize_gave_it(frame_size):
-    """Enlarging: bilinear in Pillow and in OpenVINO agree to within a pixel level, unbiased."""
+    """Enlarging: bilinear in OpenCV and in OpenVINO agree to within a pixel level."""
     from cluster.workers.decode import FrameDecoder
 
     prep = Preprocessing(width=736, height=736, mean=[127.5], scale=[127.5], color="BGR")
@@ -586,7 +586,8 @@ def test_resizing_on_the_host_gives_the_model_what_the_graph_resize_gave_it(fram
     diff = (on_host - in_graph) * 127.5  # back to pixel levels
     assert on_host.shape == in_graph.shape == (1, 3, 736, 736)
     assert np.abs(diff).max() <= 1.0 + 1e-3
-    assert abs(float(diff.mean())) < 0.05
+    # OpenCV's u8 bilinear uses 11-bit fixed-point weights: a bias of under a tenth of a level
+    assert abs(float(diff.mean())) < 0.15
 
 
 def test_a_graph_built_without_its_resize_refuses_frames_of_another_size():
@@ -605,3 +606,17 @@ def _png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_shrinking_on_the_host_matches_the_graph_resize_too():
+    """1920x1080 -> 736x736: both are plain bilinear with half-pixel centres, no antialiasing."""
+    from cluster.workers.decode import FrameDecoder
+
+    prep = Preprocessing(width=736, height=736)
+    frame = _smooth(1080, 1920)
+    in_graph = InferenceEngine(apply_preprocessing(echo_model([1, 3, 736, 736]), prep), "CPU").infer(frame)["pixels"]
+    on_host = InferenceEngine(apply_preprocessing(echo_model([1, 3, 736, 736]), prep, resize=False), "CPU").infer(
+        FrameDecoder.for_preprocessing(prep)(_png(frame), "f.png"))["pixels"]
+    diff = on_host - in_graph
+    assert np.abs(diff).max() <= 1.0 + 1e-3
+    assert abs(float(diff.mean())) < 0.15
