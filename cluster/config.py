@@ -34,7 +34,9 @@ class Settings:
     token: str = ""
     devices: tuple[str, ...] = ("CPU",)
     port: int = 8080
-    chunk_size: int = 16
+    chunk_size: int = 16  # frames per chunk before a model's speed is known (and the least)
+    chunk_seconds: float = 1.0  # aim: this much of a worker thread's time per chunk (frames.adaptive_chunk_size)
+    max_chunk_size: int = 256
     worker_threads: int = 2
     # Longest a worker's consumer sleeps between polls for messages when it has none (or holds as
     # many as it may prefetch). Dramatiq's default, 1 s, left threads idle between short chunks.
@@ -61,6 +63,8 @@ class Settings:
         "devices": "PRELABEL_DEVICES",
         "port": "PRELABEL_PORT",
         "chunk_size": "PRELABEL_CHUNK_SIZE",
+        "chunk_seconds": "PRELABEL_CHUNK_SECONDS",
+        "max_chunk_size": "PRELABEL_MAX_CHUNK_SIZE",
         "worker_threads": "PRELABEL_WORKER_THREADS",
         "worker_poll_ms": "PRELABEL_WORKER_POLL_MS",
         "heartbeat_timeout_s": "PRELABEL_HEARTBEAT_TIMEOUT",

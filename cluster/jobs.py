@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from dramatiq.broker import Broker
@@ -10,10 +11,23 @@ from dramatiq.broker import Broker
 from cluster.broker.actors import send_chunk
 from cluster.broker.queues import normalize_device, queue_for
 from cluster.errors import InvalidInput
-from cluster.frames import parse_frames, plan_chunks
+from cluster.frames import adaptive_chunk_size, parse_frames, plan_chunks
 from cluster.states import ChunkState, JobState
 from cluster.store import Store
 from cluster.store.users import User
+
+
+@dataclass(frozen=True)
+class ChunkSizing:
+    """The settings ``adaptive_chunk_size`` works with (``Settings.chunk_size`` & co.)."""
+
+    default: int = 16
+    target_s: float = 1.0
+    maximum: int = 256
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "ChunkSizing":
+        return cls(max(1, int(settings.chunk_size)), float(settings.chunk_seconds), max(1, int(settings.max_chunk_size)))
 
 
 def submit_job(
@@ -26,8 +40,11 @@ def submit_job(
     device: str = "CPU",
     frames: str | None = None,
     threshold: float = 0.5,
-    chunk_size: int = 16,
+    chunk_size: int | None = None,
+    sizing: ChunkSizing | None = None,
 ) -> dict[str, Any]:
+    """Create the job and send its chunks. ``chunk_size`` fixes the frames per chunk; without it
+    they follow the model's recorded speed on ``device`` (``sizing``, see ``adaptive_chunk_size``)."""
     device = normalize_device(device)
     if not 0.0 <= float(threshold) <= 1.0:
         raise InvalidInput(f"threshold must be between 0 and 1, got {threshold}")
@@ -37,6 +54,14 @@ def submit_job(
     if count == 0:
         raise InvalidInput(f"dataset {ds['name']!r} has no frames")
     selection = parse_frames(frames, count)
+    if chunk_size is None:
+        sizing = sizing or ChunkSizing()
+        speed = store.models.speed(mdl["id"], device)
+        chunk_size = adaptive_chunk_size(speed, len(selection), default=sizing.default, target_s=sizing.target_s,
+                                         maximum=sizing.maximum)
+    if int(chunk_size) < 1:
+        raise InvalidInput(f"chunk_size must be at least 1, got {chunk_size}")
+    chunk_size = int(chunk_size)
     chunks = plan_chunks(selection, chunk_size)
     job = store.jobs.create(
         user,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cluster.errors import Conflict, InvalidTransition, NotFound, Unauthorized
+from cluster.errors import Conflict, InvalidInput, InvalidTransition, NotFound, Unauthorized
 from cluster.frames import parse_frames, plan_chunks
 from cluster.states import ChunkState, JobState
 from cluster.store import Store
@@ -95,3 +95,40 @@ def test_another_users_job_is_invisible_but_an_admin_sees_it(store):
         store.jobs.cancel(other, job["id"])
     assert job["id"] not in [j["id"] for j in store.jobs.list(other)]
     assert store.jobs.get(admin, job["id"])["owner"] == owner.name
+
+
+def test_a_models_speed_is_a_running_mean_per_device(store):
+    from cluster.store.models import SPEED_WEIGHT
+
+    user, _ = store.users.add(_unique("u"))
+    model = store.models.create(user, _unique("m"), {"labels": {"1": "person"}})
+    assert store.models.speed(model["id"], "CPU") is None
+    store.models.record_speed(model["id"], "CPU", 0.010)
+    assert store.models.speed(model["id"], "CPU") == pytest.approx(0.010)
+    store.models.record_speed(model["id"], "CPU", 0.020)
+    assert store.models.speed(model["id"], "CPU") == pytest.approx((1 - SPEED_WEIGHT) * 0.010 + SPEED_WEIGHT * 0.020)
+    store.models.record_speed(model["id"], "CPU", 0.0)  # nonsense is ignored
+    assert store.models.speed(model["id"], "GPU") is None
+
+
+def test_a_job_of_a_model_with_a_known_speed_gets_chunks_sized_by_it(store, settings):
+    from cluster.broker.setup import make_broker
+    from cluster.jobs import ChunkSizing, submit_job
+
+    user, _ = store.users.add(_unique("u"))
+    ds = store.datasets.create(user, _unique("ds"))
+    for i in range(2000):
+        store.datasets.add_frame(ds["id"], name=f"f{i}.jpg", digest=f"d{i}", key=f"k{i}", width=10, height=10)
+    model = store.models.create(user, _unique("m"), {"labels": {"1": "person"}})
+    broker = make_broker(settings)
+    sizing = ChunkSizing(default=16, target_s=1.0, maximum=256)
+    first = submit_job(store, broker, user, dataset=ds["id"], model=model["id"], sizing=sizing)
+    assert first["settings"]["chunk_size"] == 16
+    store.models.record_speed(model["id"], "CPU", 0.008)  # 125 frames a second: 1 s is 112 frames in 16s
+    second = submit_job(store, broker, user, dataset=ds["id"], model=model["id"], sizing=sizing)
+    assert second["settings"]["chunk_size"] == 112
+    assert store.jobs.get(user, second["id"])["chunk_count"] == -(-2000 // 112)
+    fixed = submit_job(store, broker, user, dataset=ds["id"], model=model["id"], chunk_size=10, sizing=sizing)
+    assert fixed["settings"]["chunk_size"] == 10
+    with pytest.raises(InvalidInput):
+        submit_job(store, broker, user, dataset=ds["id"], model=model["id"], chunk_size=0)

@@ -9,7 +9,7 @@ from flask import Blueprint, redirect, render_template, request, session, url_fo
 from cluster.dashboard.auth import current_user, login_required
 from cluster.dashboard.clients import clients
 from cluster.errors import InvalidInput, NotFound, PrelabelError, Unauthorized
-from cluster.jobs import job_status, submit_job
+from cluster.jobs import ChunkSizing, job_status, submit_job
 
 bp = Blueprint("pages", __name__, template_folder="templates")
 
@@ -117,7 +117,7 @@ def start_job():
             device=form.get("device") or "CPU",
             frames=form.get("frames") or None,
             threshold=threshold,
-            chunk_size=c.settings.chunk_size,
+            sizing=ChunkSizing.from_settings(c.settings),
         )
     except (InvalidInput, NotFound) as exc:
         return _jobs_page(form=form.to_dict(), form_error=exc.message, status=exc.status)

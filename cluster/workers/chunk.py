@@ -107,6 +107,11 @@ class ChunkProcessor:
             outcomes = [FrameOutcome(f["frame"], f["name"], f["width"], f["height"], reason=reason) for f in frames]
         self._commit(job_id, chunk, outcomes)
         elapsed = time.perf_counter() - began
+        if frames and all(o.reason is None for o in outcomes):
+            try:  # what later jobs of this model size their chunks by (jobs.submit_job)
+                self.store.models.record_speed(job["model"], self.device, elapsed / len(frames))
+            except PrelabelError as exc:
+                log.warning("could not record the speed of model %s: %s", job["model"], exc.message)
         self.metrics.chunk.labels(self.device).observe(elapsed)
         log.info("job %s chunk %d: %d frames in %.2fs", job_id, chunk, len(outcomes), elapsed)
 

@@ -6,7 +6,7 @@ from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
 from cluster.errors import InvalidInput
 from cluster.export.service import EXPORTS, export_stream
-from cluster.jobs import job_status, submit_job
+from cluster.jobs import ChunkSizing, job_status, submit_job
 
 bp = Blueprint("jobs", __name__)
 
@@ -23,7 +23,7 @@ def create_job():
     body = request.get_json(silent=True) or {}
     try:
         threshold = float(body.get("threshold", 0.5))
-        chunk_size = int(body.get("chunk_size") or c.settings.chunk_size)
+        chunk_size = int(body["chunk_size"]) if body.get("chunk_size") is not None else None
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"bad job parameters: {exc}") from exc
     job = submit_job(
@@ -36,6 +36,7 @@ def create_job():
         frames=body.get("frames"),
         threshold=threshold,
         chunk_size=chunk_size,
+        sizing=ChunkSizing.from_settings(c.settings),
     )
     return jsonify(job_status(c.store, job)), 201
 
