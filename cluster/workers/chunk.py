@@ -76,6 +76,7 @@ class ChunkProcessor:
         self.fetcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fetch")
         self._sources: collections.OrderedDict[tuple[str, str], str] = collections.OrderedDict()
         self._sources_lock = threading.Lock()
+        self._warm_models: set[str] = set()  # models this process has finished a chunk of
 
     def close(self) -> None:
         self.fetcher.shutdown(wait=False, cancel_futures=True)
@@ -107,13 +108,23 @@ class ChunkProcessor:
             outcomes = [FrameOutcome(f["frame"], f["name"], f["width"], f["height"], reason=reason) for f in frames]
         self._commit(job_id, chunk, outcomes)
         elapsed = time.perf_counter() - began
-        if frames and all(o.reason is None for o in outcomes):
-            try:  # what later jobs of this model size their chunks by (jobs.submit_job)
-                self.store.models.record_speed(job["model"], self.device, elapsed / len(frames))
-            except PrelabelError as exc:
-                log.warning("could not record the speed of model %s: %s", job["model"], exc.message)
+        self._record_speed(job["model"], elapsed, frames, outcomes)
         self.metrics.chunk.labels(self.device).observe(elapsed)
         log.info("job %s chunk %d: %d frames in %.2fs", job_id, chunk, len(outcomes), elapsed)
+
+    def _record_speed(self, model_id: str, elapsed: float, frames: list[Any], outcomes: list[FrameOutcome]) -> None:
+        """Report the chunk's seconds per frame, what later jobs of this model size their chunks by
+        (``jobs.submit_job``). Not for a model's first chunk in this process, which compiled the model
+        and started its script (seconds that say nothing about its speed), nor for failed frames."""
+        if model_id not in self._warm_models:
+            self._warm_models.add(model_id)
+            return
+        if not frames or any(o.reason is not None for o in outcomes):
+            return
+        try:
+            self.store.models.record_speed(model_id, self.device, elapsed / len(frames))
+        except PrelabelError as exc:
+            log.warning("could not record the speed of model %s: %s", model_id, exc.message)
 
     def _commit(self, job_id: str, chunk: int, outcomes: list[FrameOutcome]) -> None:
         done = [o for o in outcomes if o.reason is None]
