@@ -143,6 +143,17 @@ def test_workers_and_the_dashboard_serve_prometheus_metrics(demo_job, cluster):
     assert done >= demo_job["status"]["frames_done"]
     assert "prelabel_worker_inference_duration_seconds_bucket" in text
     assert "prelabel_worker_errors_total" in text or "# HELP prelabel_worker_errors_total" in text
+
+    def count(name: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")
+                   or line.startswith(name + "{"))
+
+    # every step of every chunk is timed; fetch and decode once per frame
+    for stage in ("claim", "read", "fetch", "decode", "script", "write", "finish"):
+        assert count(f'prelabel_worker_stage_duration_seconds_count{{device="CPU",stage="{stage}"}}') >= 1, stage
+    assert count('prelabel_worker_stage_duration_seconds_count{device="CPU",stage="fetch"}') >= done
+    assert count('prelabel_worker_queue_wait_seconds_count{device="CPU"}') >= 1
+    assert count("process_resident_memory_bytes") > 10e6 and count("process_cpu_seconds_total") > 0
     dash = requests.get(cluster.api_url + "/metrics", timeout=10).text
     assert 'prelabel_broker_queue_depth_messages{queue="annotate.CPU"}' in dash
     assert 'prelabel_broker_queue_depth_messages{queue="annotate.GPU"}' in dash

@@ -62,6 +62,7 @@ class ChunkProcessor:
         metrics: WorkerMetrics,
         *,
         last_attempt: Callable[[], bool] = lambda: True,
+        enqueued_at: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -69,6 +70,7 @@ class ChunkProcessor:
         self.device = device
         self.metrics = metrics
         self.last_attempt = last_attempt
+        self.enqueued_at = enqueued_at
         self.core = ov.Core()
         self.files = ModelFiles(objects, Path(settings.cache_dir))
         self.engines = EngineCache(capacity=4)
@@ -84,14 +86,25 @@ class ChunkProcessor:
         self.engines.clear()
 
     # -- the actor's body -------------------------------------------------------------------
+    def _timed(self, stage: str, t0: float) -> float:
+        """Observe ``stage`` as lasting since ``t0``; return now (the next stage's start)."""
+        t = time.perf_counter()
+        self.metrics.stage.labels(self.device, stage).observe(t - t0)
+        return t
+
     def __call__(self, job_id: str, chunk: int, start: int, stop: int, step: int) -> None:
+        enqueued = self.enqueued_at()
+        if enqueued is not None:
+            self.metrics.queue_wait.labels(self.device).observe(max(0.0, time.time() - enqueued))
+        t = time.perf_counter()
         claimed, why = self.store.jobs.claim_chunk(job_id, chunk)
+        t = self._timed("claim", t)
         if not claimed:
             log.info("skipping job %s chunk %d: %s", job_id, chunk, why)
             return
         if why == "running":
             log.warning("job %s chunk %d: taking over a chunk another delivery started", job_id, chunk)
-        began = time.perf_counter()
+        began = t
         job = self.store.jobs.get_unchecked(job_id)
         frames = self.store.datasets.frames(job["dataset"], start, stop, step)
         try:
@@ -127,6 +140,7 @@ class ChunkProcessor:
             log.warning("could not record the speed of model %s: %s", model_id, exc.message)
 
     def _commit(self, job_id: str, chunk: int, outcomes: list[FrameOutcome]) -> None:
+        t = time.perf_counter()
         done = [o for o in outcomes if o.reason is None]
         failed = [{"frame": o.frame, "name": o.name, "reason": o.reason} for o in outcomes if o.reason is not None]
         result = {
@@ -139,8 +153,11 @@ class ChunkProcessor:
             "failed": failed,
         }
         self.objects.put_msgpack(Keys.chunk_result(job_id, chunk), result)
+        t = self._timed("write", t)
         state = ChunkState.DONE if done or not failed else ChunkState.FAILED
-        if self.store.jobs.finish_chunk(job_id, chunk, state=state, done=len(done), failed=failed):
+        finished = self.store.jobs.finish_chunk(job_id, chunk, state=state, done=len(done), failed=failed)
+        self._timed("finish", t)
+        if finished:
             self.metrics.frames.labels(self.device, "done").inc(len(done))
             self.metrics.frames.labels(self.device, "failed").inc(len(failed))
 
@@ -177,14 +194,27 @@ class ChunkProcessor:
         return source
 
     def _fetch_decode(self, frame: dict[str, Any], decode: FrameDecoder) -> np.ndarray:
+        t = time.perf_counter()
         data = self.objects.get_bytes(frame["key"])
+        t = self._timed("fetch", t)
         self.metrics.fetch_bytes.labels(self.device).inc(len(data))
-        return decode(data, frame["name"])
+        image = decode(data, frame["name"])
+        self._timed("decode", t)
+        return image
+
+    def _interpret(self, runner: Any, frames: list[FrameInput], context: dict[str, Any]) -> list[Any]:
+        t = time.perf_counter()
+        try:
+            return runner.run(frames, context)
+        finally:
+            self._timed("script", t)
 
     def _process(self, job: dict[str, Any], frames: list[dict[str, Any]]) -> list[FrameOutcome]:
+        t = time.perf_counter()
         model = self.store.models.get_unchecked(job["model"])
         engine = self._engine(model)
         source = self._script_source(model)
+        self._timed("read", t)
         context = {"threshold": job["settings"].get("threshold", 0.5)}
         warm = WarmUp.like(engine.sample_outputs, include_sample=True, context=context) if engine.sample_outputs else None
         runner = self.scripts.get(source, labels=model["labels"], trusted=bool(model.get("trusted")), warm_up=warm)
@@ -223,14 +253,14 @@ class ChunkProcessor:
                                           height=outcomes[i].height, outputs=outputs))
                 pending_idx.append(i)
                 if len(pending) >= SCRIPT_BATCH:
-                    batches.append((pending_idx, interpret.submit(runner.run, pending, context)))
+                    batches.append((pending_idx, interpret.submit(self._interpret, runner, pending, context)))
                     pending, pending_idx = [], []
             if ok:
                 per_frame = max(0.0, time.perf_counter() - began - waited[0]) / len(ok)
                 for _ in ok:
                     self.metrics.inference.labels(self.device).observe(per_frame)
             if pending:
-                batches.append((pending_idx, interpret.submit(runner.run, pending, context)))
+                batches.append((pending_idx, interpret.submit(self._interpret, runner, pending, context)))
             for indices, future in batches:
                 for i, shapes in zip(indices, future.result()):
                     if isinstance(shapes, Exception):

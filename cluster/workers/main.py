@@ -55,7 +55,12 @@ def run_worker(settings: Settings, device: str) -> int:
         retries = message.options.get("retries", 0)
         return retries >= message.options.get("max_retries", settings.max_retries)
 
-    processor = ChunkProcessor(settings, store, objects, device, metrics, last_attempt=last_attempt)
+    def enqueued_at() -> float | None:
+        message = CurrentMessage.get_current_message()
+        return message.message_timestamp / 1000 if message is not None else None
+
+    processor = ChunkProcessor(settings, store, objects, device, metrics, last_attempt=last_attempt,
+                               enqueued_at=enqueued_at)
     declare_annotate(broker, processor, max_retries=settings.max_retries)
 
     port = settings.metrics_port or free_port()
