@@ -291,6 +291,9 @@ METRICS = {
     "chunk_count": "prelabel_worker_chunk_duration_seconds_count",
     "fetched_bytes": "prelabel_worker_fetched_bytes_total",
 }
+WORKER_STEPS = ("claim", "read", "fetch", "decode", "script", "write", "finish")  # cluster.workers.metrics.STAGES
+for _stage in WORKER_STEPS:
+    METRICS[f"stage_{_stage}"] = f'prelabel_worker_stage_duration_seconds_sum{{device="CPU",stage="{_stage}"}}'
 
 
 def worker_metrics(workers: list[Any]) -> list[dict[str, float]]:
@@ -394,6 +397,8 @@ def end_to_end(cluster: Any, dataset: dict[str, Any], model_record: dict[str, An
         "chunks": record["chunk_count"],
         "chunk_s_mean": delta["chunk_sum"] / max(1, delta["chunk_count"]),
         "infer_ms_per_frame_metric": 1000 * delta["infer_sum"] / max(1, delta["infer_count"]),
+        # the workers' own step timings (prelabel_worker_stage_duration_seconds), thread-ms per frame
+        "stage_ms_per_frame": {k: round(1000 * delta[f"stage_{k}"] / max(1, frames), 3) for k in WORKER_STEPS},
         "worker_rss_mb_peak": max((s[1] for s in samples), default=0) / 2**20,
         "children_rss_mb_peak": max((s[2] for s in samples), default=0) / 2**20,
         "cpu_ms_per_frame": {k: round(1000 * (cpu_after[k] - cpu_before.get(k, 0.0)) / max(1, frames), 2)
@@ -817,6 +822,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                         f"{r['chunk_s_mean']:.2f}s mean, worker RSS {r['worker_rss_mb_peak']:.0f} MB + scripts "
                         f"{r['children_rss_mb_peak']:.0f} MB)   [{r['load']}]")
                     say(f"   CPU ms per frame: {json.dumps(r['cpu_ms_per_frame'])}")
+                    say(f"   worker steps, thread-ms per frame (inference: {r['infer_ms_per_frame_metric']:.2f}): "
+                        f"{json.dumps(r['stage_ms_per_frame'])}")
                     if profile is not None and Path(r["profile"]).exists():
                         r["breakdown"] = breakdown(Path(r["profile"]), r["frames"])
                         for part, values in r["breakdown"].items():
