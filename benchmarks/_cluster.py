@@ -133,7 +133,8 @@ class BenchCluster:
             ("script", ("script.py", model.script_source.encode())),
         ]
         return self.api.post("/api/models", files=files, data={
-            "name": f"{model.name}-{secrets.token_hex(2)}", "preprocessing": json.dumps(model.preprocessing.to_dict())})
+            "name": f"{model.name}-{secrets.token_hex(2)}", "preprocessing": json.dumps(model.preprocessing.to_dict()),
+            "threshold": str(model.threshold)})
 
     def upload(self, name: str, frames: Iterable[Any], batch: int = 32) -> dict[str, Any]:
         """A dataset through the API, ``batch`` files per request."""

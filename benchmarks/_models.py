@@ -35,6 +35,7 @@ class BenchModel:
     labels: dict[str, str]
     preprocessing: Preprocessing
     input_shape: tuple[int, ...]  # of the raw IR
+    threshold: float = 0.5  # the zoo entry's default: what every stage passes the script
 
     def script_module(self) -> ModuleType:
         """The script imported in this process (the naive baseline calls its interpret directly)."""
@@ -75,4 +76,4 @@ def build(name: str, workdir: Path, zoo_cache: Path) -> BenchModel:
     artifacts = get_entry(resolve_name(name)).build(workdir, Path(zoo_cache))
     shape = tuple(int(d) for d in ov.Core().read_model(str(artifacts.model_xml)).inputs[0].get_shape())
     return BenchModel(name, artifacts.model_xml, artifacts.model_bin, artifacts.script_path.read_text(),
-                      dict(artifacts.labels), artifacts.preprocessing, shape)
+                      dict(artifacts.labels), artifacts.preprocessing, shape, artifacts.threshold)

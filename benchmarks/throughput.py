@@ -230,16 +230,16 @@ def component_costs(model: BenchModel, frames: list[JpegFrame], sample: int = 40
     infer_ms = (time.perf_counter() - t) / len(frames) * 1000
     script = model.script_module()
     t = time.perf_counter()
-    shapes = [script.interpret(o, {"width": f.width, "height": f.height}, model.labels, {"threshold": 0.5})
+    shapes = [script.interpret(o, {"width": f.width, "height": f.height}, model.labels, {"threshold": model.threshold})
               for o, f in zip(outputs, frames)]
     script_ms = (time.perf_counter() - t) / len(frames) * 1000
     inputs = [FrameInput(id=i, name=f.name, width=f.width, height=f.height, outputs=o)
               for i, (f, o) in enumerate(zip(frames, outputs))]
     with ScriptRunner(model.script_source, model.labels, timeout=60) as runner:
-        runner.run(inputs[:2], {"threshold": 0.5})
+        runner.run(inputs[:2], {"threshold": model.threshold})
         t = time.perf_counter()
         for k in range(0, len(inputs), 16):
-            runner.run(inputs[k : k + 16], {"threshold": 0.5})
+            runner.run(inputs[k : k + 16], {"threshold": model.threshold})
         runtime_ms = (time.perf_counter() - t) / len(frames) * 1000
     return {"decode_ms": decode_ms, "infer_sync_ms": infer_ms, "script_inprocess_ms": script_ms,
             "script_runtime_ms": runtime_ms, "shapes_per_frame": sum(map(len, shapes)) / len(shapes)}
@@ -272,7 +272,7 @@ def naive(model: BenchModel, cluster: Any, dataset: dict[str, Any]) -> dict[str,
         request.infer({0: image[np.newaxis]})
         outputs = {name: request.get_output_tensor(i).data.copy() for i, name in enumerate(names)}
         return script.interpret(outputs, {"id": frame["frame"], "name": frame["name"], "width": image.shape[1],
-                                          "height": image.shape[0]}, model.labels, {"threshold": 0.5})
+                                          "height": image.shape[0]}, model.labels, {"threshold": model.threshold})
 
     one(frames[0])  # warm-up
     win = Window()

@@ -15,6 +15,7 @@ from cluster.frames import adaptive_chunk_size, parse_frames, plan_chunks
 from cluster.states import ChunkState, JobState
 from cluster.store import Store
 from cluster.store.users import User
+from cluster.thresholds import job_threshold
 
 
 @dataclass(frozen=True)
@@ -39,17 +40,16 @@ def submit_job(
     model: str,
     device: str = "CPU",
     frames: str | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     chunk_size: int | None = None,
     sizing: ChunkSizing | None = None,
 ) -> dict[str, Any]:
     """Create the job and send its chunks. ``chunk_size`` fixes the frames per chunk; without it
     they follow the model's recorded speed on ``device`` (``sizing``, see ``adaptive_chunk_size``)."""
     device = normalize_device(device)
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise InvalidInput(f"threshold must be between 0 and 1, got {threshold}")
     ds = store.datasets.get(user, dataset)
     mdl = store.models.get(user, model)
+    threshold = job_threshold(threshold, mdl)
     count = store.datasets.frame_count(ds["id"])
     if count == 0:
         raise InvalidInput(f"dataset {ds['name']!r} has no frames")
@@ -70,7 +70,7 @@ def submit_job(
         device=device,
         frames=selection,
         chunks=chunks,
-        settings={"threshold": float(threshold), "chunk_size": chunk_size, "frames": frames or ""},
+        settings={"threshold": threshold, "chunk_size": chunk_size, "frames": frames or ""},
     )
     enqueue_chunks(store, broker, job["id"])
     return job

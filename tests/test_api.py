@@ -151,3 +151,25 @@ def test_a_chunk_that_keeps_failing_is_retried_then_its_frames_fail_with_the_rea
     assert status["state"] == "failed" and status["frames_failed"] == 2 and status["frames_done"] == 0
     reasons = {f["reason"] for f in client.get(f"/api/jobs/{job['id']}/failed")}
     assert len(reasons) == 1 and "does not exist" in reasons.pop()
+
+
+def test_a_models_threshold_is_its_jobs_default_and_a_job_may_override_it(cluster, tmp_path):
+    _, client = new_user(cluster)
+    xml, bin_ = tiny_model(tmp_path / "m")
+    files = [("model", (xml.name, xml.read_bytes())), ("weights", (bin_.name, bin_.read_bytes())),
+             ("labels", ("labels.json", b'{"label_map": {"1": "thing"}}')),
+             ("script", ("s.py", RECT_SCRIPT.encode()))]
+    model = client.post("/api/models", files=files, data={"name": "strict", "threshold": "0.25"})
+    assert model["threshold"] == 0.25
+    plain = register(client, "plain", xml, bin_, RECT_SCRIPT, {"1": "thing"})
+    assert plain["threshold"] == 0.5
+    dataset = client.post("/api/datasets", json={"name": "thresholds"})
+    client.upload(dataset["id"], "a.png", io.BytesIO(_image("PNG")))
+    by_default = client.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"]})
+    overridden = client.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"], "threshold": 0.7})
+    assert by_default["settings"]["threshold"] == 0.25 and overridden["settings"]["threshold"] == 0.7
+    for job in (by_default, overridden):
+        assert wait_job(client, job["id"])["state"] == "completed"
+    with pytest.raises(ApiError) as err:
+        client.post("/api/models", files=files, data={"name": "bad-threshold", "threshold": "1.5"})
+    assert err.value.status == 400 and "threshold" in err.value.message

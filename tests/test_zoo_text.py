@@ -453,6 +453,7 @@ def test_a_job_with_the_zoo_text_detector_annotates_pages_and_not_flat_frames(se
     api = FlaskApi(create_app(settings), token)
     model = add_zoo_model(api, settings, "text-detection")
     assert model["name"] == "text-detection" and model["labels"] == LABELS
+    assert model["threshold"] == 0.3  # DB's own binarisation threshold, not the generic 0.5
 
     dataset = api.post("/api/datasets", json={"name": "pages"})
     page = rgb(data.page())
@@ -463,7 +464,8 @@ def test_a_job_with_the_zoo_text_detector_annotates_pages_and_not_flat_frames(se
 
     worker = start_worker(settings, log=tmp_path / "worker.log")
     try:
-        job = api.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"], "threshold": 0.3})
+        job = api.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"]})
+        assert job["settings"]["threshold"] == 0.3  # the model's default
         status = wait_job(api, job["id"], timeout_s=240)
     finally:
         kill_group(worker)

@@ -121,7 +121,8 @@ def cmd_models_add(args: argparse.Namespace) -> int:
     try:
         record = client.post("/api/models", files=files, data={
             "name": args.name, "preprocessing": json.dumps(_preprocessing_from_args(args)),
-            "trusted": "true" if args.trusted else "false"})
+            "trusted": "true" if args.trusted else "false",
+            **({"threshold": str(args.threshold)} if args.threshold is not None else {})})
     finally:
         for _, (_, f) in files:
             f.close()
@@ -244,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", help="comma-separated per-channel scale (divisor)")
     s.add_argument("--resize", choices=["linear", "nearest", "cubic"])
     s.add_argument("--trusted", action="store_true", help="admins only: run the script as full Python")
+    s.add_argument("--threshold", type=float, default=None,
+                   help="the score threshold jobs of this model use unless they set one (default 0.5)")
     s.set_defaults(func=cmd_models_add)
     s = ms.add_parser("list")
     s.set_defaults(func=cmd_models_list)
@@ -261,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True)
     s.add_argument("--device", default="CPU")
     s.add_argument("--frames", help="START-END[:STEP], END inclusive (default: all)")
-    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--threshold", type=float, default=None, help="the model's own default when left out")
     s.add_argument("--chunk-size", type=int, default=None)
     s.add_argument("--wait", action="store_true", help="show a progress bar until the job ends")
     s.set_defaults(func=cmd_annotate)

@@ -104,10 +104,7 @@ def start_job():
     c = clients()
     form = request.form
     try:
-        try:
-            threshold = float(form.get("threshold") or 0.5)
-        except ValueError:
-            raise InvalidInput(f"the threshold must be a number between 0 and 1, got {form.get('threshold')!r}")
+        threshold = form.get("threshold") or None  # empty: the model's default
         job = submit_job(
             c.store,
             c.broker,

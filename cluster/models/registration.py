@@ -28,6 +28,7 @@ from cluster.storage import Keys, ObjectStore
 from cluster.store import Store
 from cluster.store.base import new_id
 from cluster.store.users import User
+from cluster.thresholds import check_threshold
 
 
 #: OpenVINO's Python binding initialises C++ statics on first tensor access; two threads doing that
@@ -89,8 +90,12 @@ def register_model(
     script: Upload,
     preprocessing: dict[str, Any] | None,
     trusted: bool = False,
+    threshold: float | None = None,
     settings: Settings,
 ) -> dict[str, Any]:
+    """Check and store a model. ``threshold``: what jobs of this model pass their script as
+    ``context["threshold"]`` unless the job sets one (0.5 when None)."""
+    threshold = check_threshold(0.5 if threshold is None else threshold)
     if trusted and not user.admin:
         raise InvalidInput("only an admin can mark a script trusted")
     if store.models.name_taken(user, name):
@@ -129,7 +134,7 @@ def register_model(
             runner = pool.get(source, labels=label_map, trusted=trusted)
             frame = FrameInput(id=0, name="astronaut.png", width=int(image.shape[1]), height=int(image.shape[0]),
                                outputs=outputs)
-            shapes = runner.run([frame], {"threshold": 0.5})[0]
+            shapes = runner.run([frame], {"threshold": threshold})[0]
             style = runner.style
         finally:
             pool.close()
@@ -155,6 +160,7 @@ def register_model(
             "labels": label_map,
             "preprocessing": prep.to_dict(),
             "trusted": trusted,
+            "threshold": threshold,
             "source_format": model_path.suffix.lstrip(".").lower(),
             "outputs": {k: list(v.shape) for k, v in outputs.items()},
             "test_shapes": len(shapes),

@@ -39,5 +39,6 @@ def add_zoo_model(client: ApiClient, settings: Settings, name: str, model_name: 
         data={
             "name": model_name or name.replace("_", "-"),
             "preprocessing": json.dumps(artifacts.preprocessing.to_dict()),
+            "threshold": str(artifacts.threshold),
         },
     )

@@ -31,6 +31,7 @@ class ZooArtifacts:
     labels: dict[str, str]
     script_path: Path
     preprocessing: Preprocessing
+    threshold: float = 0.5  # the default score threshold for jobs of this model
 
 
 @runtime_checkable

@@ -94,6 +94,7 @@ class TextDetection:
             labels=dict(LABELS),
             script_path=SCRIPTS_DIR / "text_detection.py",
             preprocessing=preprocessing(),
+            threshold=0.3,  # DB's binarisation threshold (the script's own default)
         )
 
 

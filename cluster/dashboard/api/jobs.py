@@ -22,7 +22,7 @@ def create_job():
     c = clients()
     body = request.get_json(silent=True) or {}
     try:
-        threshold = float(body.get("threshold", 0.5))
+        threshold = body.get("threshold")  # None: the model's default (checked by submit_job)
         chunk_size = int(body["chunk_size"]) if body.get("chunk_size") is not None else None
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"bad job parameters: {exc}") from exc

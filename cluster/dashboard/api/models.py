@@ -49,6 +49,7 @@ def create_model():
         script=_upload("script"),
         preprocessing=preprocessing,
         trusted=request.form.get("trusted", "false").lower() in {"1", "true", "yes"},
+        threshold=request.form.get("threshold") or None,
         settings=c.settings,
     )
     return jsonify(record), 201
