@@ -271,7 +271,9 @@ def test_cvat_to_a_text_stream_without_scores(frames):
 
 def _png(zf: zipfile.ZipFile, name: str) -> np.ndarray:
     with Image.open(io.BytesIO(zf.read(name))) as im:
-        assert im.mode == "L"
+        assert im.mode == "P"  # values are label ids; the palette shows them in colour
+        palette = im.getpalette()
+        assert palette[:3] == [0, 0, 0] and palette[3:6] == [128, 0, 0] and palette[6:9] == [0, 128, 0]
         return np.asarray(im)
 
 

@@ -1,5 +1,7 @@
-"""PNG class masks: one 8-bit grayscale PNG per frame, pixel value = ``int(label id)``, 0 =
-background, shapes painted in order (later shapes over earlier ones).
+"""PNG class masks: one 8-bit palette PNG per frame, pixel value = ``int(label id)``, 0 =
+background, shapes painted in order (later shapes over earlier ones). The palette is PASCAL VOC's
+(0 black, 1 dark red, 2 dark green, ...): tools read the values, people see the classes (as plain
+grey levels 1, 2, 3 they looked black).
 
 * masks: the RLE pixels exactly;
 * polygons: the pixels whose centre ``(x + 0.5, y + 0.5)`` is inside (COCO's convention);
@@ -40,6 +42,22 @@ from cluster.export import (
 )
 from cluster.export._rle import coco_decode
 
+def _voc_palette() -> list[int]:
+    """PASCAL VOC's colour map: value v gets the colour whose bits interleave v's (0 is black)."""
+    out: list[int] = []
+    for v in range(256):
+        r = g = b = 0
+        c = v
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        out += [r, g, b]
+    return out
+
+
+VOC_PALETTE = _voc_palette()
 LABELS_FILE = "labels.txt"
 FAILED_FILE = "failed.txt"
 _IMAGE_EXT = re.compile(r"\.(jpe?g|png|bmp|webp|tiff?)$", re.IGNORECASE)
@@ -164,7 +182,9 @@ def _render(frame: FrameResult, labels: Mapping[str, str], values: Mapping[str, 
             continue
         painted += 1
     buffer = io.BytesIO()
-    Image.fromarray(canvas).save(buffer, "PNG")
+    image = Image.frombytes("P", (canvas.shape[1], canvas.shape[0]), np.ascontiguousarray(canvas, np.uint8).tobytes())
+    image.putpalette(VOC_PALETTE)
+    image.save(buffer, "PNG")
     return buffer.getvalue(), painted
 
 
