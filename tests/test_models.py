@@ -620,3 +620,25 @@ def test_shrinking_on_the_host_matches_the_graph_resize_too():
     diff = on_host - in_graph
     assert np.abs(diff).max() <= 1.0 + 1e-3
     assert abs(float(diff.mean())) < 0.15
+
+
+@pytest.mark.parametrize("prep", [
+    Preprocessing(width=48, height=32, layout="NCHW", color="BGR", mean=[127.5], scale=[127.5]),
+    Preprocessing(width=48, height=32, layout="NCHW", mean=[123.7, 116.3, 103.5], scale=[58.4, 57.1, 57.4]),
+    Preprocessing(width=48, height=32, layout="NCHW", scale=[255.0]),
+    Preprocessing(width=48, height=32, layout="NHWC", color="BGR", mean=[10.0]),
+])
+def test_the_explicit_no_resize_preprocessing_gives_the_model_what_prepostprocessor_gave_it(prep):
+    shape = [1, 32, 48, 3] if prep.layout == "NHWC" else [1, 3, 32, 48]
+    frame = _smooth(32, 48)
+    ours = InferenceEngine(apply_preprocessing(echo_model(shape), prep, resize=False), "CPU").infer(frame)["pixels"]
+    reference = InferenceEngine(previous_step_order(echo_model(shape), prep), "CPU").infer(frame)["pixels"]
+    assert ours.shape == reference.shape
+    np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-5)
+
+
+def test_the_explicit_preprocessing_puts_the_layout_change_last():
+    prep = Preprocessing(width=48, height=32, color="BGR", mean=[127.5], scale=[127.5])
+    ops_in_order = [op.get_type_name() for op in apply_preprocessing(echo_model([1, 3, 32, 48]), prep,
+                                                                       resize=False).get_ordered_ops()]
+    assert ops_in_order.index("Transpose") > ops_in_order.index("Divide") > ops_in_order.index("Convert")
