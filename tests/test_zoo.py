@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
+import math
 import os
 import statistics
 import subprocess
@@ -362,6 +363,124 @@ def test_the_script_keeps_polygons_under_500_points_on_a_ragged_mask(script):
     shapes = script.interpret(as_outputs(prob), {"width": 2048, "height": 2048}, {"1": "person"}, {})
     polygon = next(s for s in shapes if s["type"] == "polygon")
     assert 6 <= len(polygon["points"]) < 1000
+
+
+# The plain method, kept as the reference the script's polygons must match point for point: regions
+# found pixel by pixel, Moore-neighbour tracing, Douglas-Peucker recursion over every traced point.
+def reference_polygons(grid: np.ndarray, width: int, height: int) -> list[list[float]]:
+    h, w = grid.shape
+    on = {(y, x) for y, x in zip(*np.nonzero(grid))}
+    dirs = [(0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1)]  # clockwise on screen
+
+    def region(start):  # 8-connected pixels
+        seen, todo = {start}, [start]
+        while todo:
+            y, x = todo.pop()
+            for dy, dx in dirs:
+                if (y + dy, x + dx) in on and (y + dy, x + dx) not in seen:
+                    seen.add((y + dy, x + dx))
+                    todo.append((y + dy, x + dx))
+        return seen
+
+    def trace(start):  # clockwise from the top-left pixel, entered from the west
+        path, p, back, first_move = [start], start, 4, None
+        while True:
+            for k in range(1, 9):
+                d = (back + k) % 8
+                q = (p[0] + dirs[d][0], p[1] + dirs[d][1])
+                if q in on:
+                    break
+            else:
+                return path
+            if first_move is None:
+                first_move = q
+            elif p == start and q == first_move:
+                return path[:-1] if len(path) > 1 and path[-1] == start else path
+            back = dirs.index((dirs[(d - 1) % 8][0] - dirs[d][0], dirs[(d - 1) % 8][1] - dirs[d][1]))
+            p = q
+            path.append(p)
+
+    def douglas_peucker(points, epsilon):
+        if len(points) <= 2:
+            return points
+        (ax, ay), (bx, by) = points[0], points[-1]
+        norm = math.hypot(bx - ax, by - ay)
+        dist = [
+            abs((bx - ax) * (y - ay) - (by - ay) * (x - ax)) / norm if norm else float(np.hypot(x - ax, y - ay))
+            for x, y in points[1:-1]
+        ]
+        i = 1 + dist.index(max(dist))  # the first farthest
+        if dist[i - 1] <= epsilon:
+            return [points[0], points[-1]]
+        return douglas_peucker(points[: i + 1], epsilon)[:-1] + douglas_peucker(points[i:], epsilon)
+
+    def simplify(points):
+        if len(points) <= 3:
+            return points
+        d2 = [(x - points[0][0]) ** 2 + (y - points[0][1]) ** 2 for x, y in points]
+        far = d2.index(max(d2))
+        epsilon = 0.75
+        while True:
+            first = douglas_peucker(points[: far + 1], epsilon)
+            second = douglas_peucker(points[far:] + points[:1], epsilon)
+            out = first[:-1] + second[:-1]
+            if len(out) <= 499:
+                return out
+            epsilon *= 1.5
+
+    polygons, done = [], set()
+    for start in sorted(on):  # row by row: each region met first at its top-left pixel
+        if start in done:
+            continue
+        pixels = region(start)
+        done |= pixels
+        if len(pixels) < max(9, 0.001 * w * h):
+            continue
+        contour = trace(start)
+        points = simplify([(x, y) for y, x in contour]) if len(contour) >= 3 else []
+        if len(points) >= 3:
+            xs = np.clip((np.array([x for x, _ in points]) + 0.5) * (width / w), 0, width)
+            ys = np.clip((np.array([y for _, y in points]) + 0.5) * (height / h), 0, height)
+            polygons.append(np.round(np.stack([xs, ys], axis=1).ravel(), 2).tolist())
+    return polygons
+
+
+def two_blobs() -> np.ndarray:
+    """Two soft, lumpy blobs apart: a head-and-shoulders and a smaller one."""
+    yy, xx = np.mgrid[0:256, 0:256]
+    field = np.zeros((256, 256))
+    for cx, cy, r in [(75, 70, 28), (85, 145, 40), (55, 205, 32), (205, 70, 22), (220, 105, 14)]:
+        field += np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+    return (1 / (1 + np.exp(-8 * (field - 0.5)))).astype(np.float32)
+
+
+def ragged_with_whiskers() -> np.ndarray:
+    """A ragged disc (over 2000 boundary points: the tolerance has to loosen) with one-pixel lines
+    sticking out (the boundary passes their pixels twice), and specks."""
+    rng = np.random.default_rng(3)
+    angles = np.linspace(0, 2 * np.pi, 2000, endpoint=False)
+    yy, xx = np.mgrid[0:256, 0:256]
+    wobble = np.interp(np.arctan2(yy - 128, xx - 128), angles - np.pi, 90 + 25 * rng.random(2000))
+    prob = (np.hypot(yy - 128, xx - 128) < wobble).astype(np.float32)
+    prob[128, 200:250] = prob[5:40, 128] = 1.0
+    prob[np.arange(40, 70), np.arange(40, 70)] = 1.0
+    return prob
+
+
+@pytest.mark.parametrize("name,width,height", [("two_blobs", 640, 480), ("ragged_with_whiskers", 512, 512)])
+def test_the_script_polygons_are_the_plain_methods_point_for_point(script, name, width, height):
+    # The script simplifies only the traced boundary's corners, all segments of all regions at once;
+    # the result must be exactly what the plain recursion over every boundary point gives.
+    prob = {"two_blobs": two_blobs, "ragged_with_whiskers": ragged_with_whiskers}[name]()
+    grid_h, grid_w = (192, 256) if (width, height) == (640, 480) else (256, 256)
+    grid, _ = exact_mask(prob, grid_h, grid_w, 0.5)  # the grid the polygons are traced on
+    shapes = script.interpret(as_outputs(prob), {"width": width, "height": height}, {"1": "person"}, {})
+    polygons = [s["points"] for s in shapes if s["type"] == "polygon"]
+    expected = reference_polygons(grid, width, height)
+    assert len(polygons) == len(expected) == (2 if name == "two_blobs" else 1)
+    for got, want in zip(polygons, expected):
+        assert got == want
+        assert 6 <= len(got) < 1000
 
 
 def test_the_script_is_fast_on_a_512_frame(script):
