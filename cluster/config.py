@@ -41,6 +41,7 @@ class Settings:
     # Longest a worker's consumer sleeps between polls for messages when it has none (or holds as
     # many as it may prefetch). Dramatiq's default, 1 s, left threads idle between short chunks.
     worker_poll_ms: int = 100
+    fetch_threads: int = 8  # a worker's threads that GET frames from S3 and decode them
     heartbeat_timeout_s: float = 15.0
     script_timeout_s: float = 30.0
     max_retries: int = 3
@@ -67,6 +68,7 @@ class Settings:
         "max_chunk_size": "PRELABEL_MAX_CHUNK_SIZE",
         "worker_threads": "PRELABEL_WORKER_THREADS",
         "worker_poll_ms": "PRELABEL_WORKER_POLL_MS",
+        "fetch_threads": "PRELABEL_FETCH_THREADS",
         "heartbeat_timeout_s": "PRELABEL_HEARTBEAT_TIMEOUT",
         "script_timeout_s": "PRELABEL_SCRIPT_TIMEOUT",
         "max_retries": "PRELABEL_MAX_RETRIES",

@@ -75,7 +75,7 @@ class ChunkProcessor:
         self.files = ModelFiles(objects, Path(settings.cache_dir))
         self.engines = EngineCache(capacity=4)
         self.scripts = ScriptPool.from_settings(settings)
-        self.fetcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fetch")
+        self.fetcher = ThreadPoolExecutor(max_workers=max(1, settings.fetch_threads), thread_name_prefix="fetch")
         self._sources: collections.OrderedDict[tuple[str, str], str] = collections.OrderedDict()
         self._sources_lock = threading.Lock()
         self._warm_models: set[str] = set()  # models this process has finished a chunk of
