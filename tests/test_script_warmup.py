@@ -159,3 +159,12 @@ def test_a_worker_warms_a_new_script_process_on_its_models_outputs_before_the_jo
     first = [int(v) for v in seen[0].split(",")]
     assert len(first) == 1 + warmup.ROUNDS * 3  # the blank frame's output, a ramp and noise
     assert all(v < 0 for v in first[:-1]) and first[-1] >= 0
+
+
+def test_outputs_too_big_for_a_message_skip_the_warm_up_without_costing_a_process() -> None:
+    big = {"prob": np.zeros((1, 1, 1024, 1024), np.float32)}  # 4 MiB, over half of a 4 MiB message cap
+    with ScriptRunner(COUNTING, LABELS, timeout=10, max_message=4 * 1024 * 1024,
+                      warm_up=WarmUp.like(big)) as r:
+        (shapes,) = r.run([frame(3)])
+        assert shapes[0]["attributes"]["seen"] == "3"
+        assert r.stats["spawns"] == 1 and r.stats.get("warm_up_failures", 0) == 0
