@@ -49,6 +49,8 @@ import numpy as np
 from _frames import JpegFrame, describe, make_frames, parse_size
 from _models import MODELS, BenchModel, build
 
+from cluster.workers.metrics import STAGES as WORKER_STEPS
+
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_FRAMES = {"text-detection": 200, "selfie-segmentation": 400, "tiny": 1000}
 
@@ -293,7 +295,6 @@ METRICS = {
     "chunk_count": "prelabel_worker_chunk_duration_seconds_count",
     "fetched_bytes": "prelabel_worker_fetched_bytes_total",
 }
-WORKER_STEPS = ("claim", "read", "fetch", "decode", "script", "write", "finish")  # cluster.workers.metrics.STAGES
 for _stage in WORKER_STEPS:
     METRICS[f"stage_{_stage}"] = f'prelabel_worker_stage_duration_seconds_sum{{device="CPU",stage="{_stage}"}}'
 

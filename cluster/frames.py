@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from cluster.errors import InvalidInput
 
@@ -64,20 +65,33 @@ def plan_chunks(frames: FrameRange, chunk_size: int) -> list[FrameRange]:
     ]
 
 
-def adaptive_chunk_size(seconds_per_frame: float | None, frames: int, *, default: int, target_s: float,
-                        maximum: int, parallel: int = 8) -> int:
+@dataclass(frozen=True)
+class ChunkSizing:
+    """What ``adaptive_chunk_size`` aims for (``Settings.chunk_size``, ``chunk_seconds``, ``max_chunk_size``)."""
+
+    default: int = 16
+    target_s: float = 1.0
+    maximum: int = 256
+    parallel: int = 8
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "ChunkSizing":
+        return cls(max(1, int(settings.chunk_size)), float(settings.chunk_seconds), max(1, int(settings.max_chunk_size)))
+
+
+def adaptive_chunk_size(seconds_per_frame: float | None, frames: int, sizing: ChunkSizing = ChunkSizing()) -> int:
     """How many frames a chunk of a job should hold.
 
     A chunk is one message: per chunk a worker claims it, reads the job, starts an inference
     pipeline that drains at the end and writes one result, so chunks of a fast model should be
     long (16 selfie-segmentation frames were 0.16 s of work and 64 ran 15% faster end to end). Too
     long and a retry redoes much work and the last chunks of a job leave workers idle. So: about
-    ``target_s`` seconds of one worker thread's work, a multiple of 16, at least ``default`` (before
-    the model's speed is known, exactly ``default``), at most ``maximum``, and small enough that the
-    job still has ``parallel`` chunks to spread over workers and threads.
+    ``sizing.target_s`` seconds of one worker thread's work, a multiple of 16, at least
+    ``sizing.default`` (before the model's speed is known, exactly that), at most ``sizing.maximum``,
+    and small enough that the job still has ``sizing.parallel`` chunks to spread over workers.
     """
     if seconds_per_frame is None or not seconds_per_frame > 0 or not math.isfinite(seconds_per_frame):
-        return default
-    size = int(target_s / seconds_per_frame) // 16 * 16
-    size = min(size, maximum, max(default, -(-frames // parallel)))
-    return max(default, size)
+        return sizing.default
+    size = int(sizing.target_s / seconds_per_frame) // 16 * 16
+    size = min(size, sizing.maximum, max(sizing.default, -(-frames // sizing.parallel)))
+    return max(sizing.default, size)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from dramatiq.broker import Broker
@@ -11,24 +10,11 @@ from dramatiq.broker import Broker
 from cluster.broker.actors import send_chunk
 from cluster.broker.queues import normalize_device, queue_for
 from cluster.errors import InvalidInput
-from cluster.frames import adaptive_chunk_size, parse_frames, plan_chunks
+from cluster.frames import ChunkSizing, adaptive_chunk_size, parse_frames, plan_chunks
 from cluster.states import ChunkState, JobState
 from cluster.store import Store
 from cluster.store.users import User
 from cluster.thresholds import job_threshold
-
-
-@dataclass(frozen=True)
-class ChunkSizing:
-    """The settings ``adaptive_chunk_size`` works with (``Settings.chunk_size`` & co.)."""
-
-    default: int = 16
-    target_s: float = 1.0
-    maximum: int = 256
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "ChunkSizing":
-        return cls(max(1, int(settings.chunk_size)), float(settings.chunk_seconds), max(1, int(settings.max_chunk_size)))
 
 
 def submit_job(
@@ -55,14 +41,9 @@ def submit_job(
         raise InvalidInput(f"dataset {ds['name']!r} has no frames")
     selection = parse_frames(frames, count)
     if chunk_size is None:
-        sizing = sizing or ChunkSizing()
-        speed = store.models.speed(mdl["id"], device)
-        chunk_size = adaptive_chunk_size(speed, len(selection), default=sizing.default, target_s=sizing.target_s,
-                                         maximum=sizing.maximum)
-    if int(chunk_size) < 1:
-        raise InvalidInput(f"chunk_size must be at least 1, got {chunk_size}")
+        chunk_size = adaptive_chunk_size(store.models.speed(mdl["id"], device), len(selection), sizing or ChunkSizing())
     chunk_size = int(chunk_size)
-    chunks = plan_chunks(selection, chunk_size)
+    chunks = plan_chunks(selection, chunk_size)  # refuses sizes below 1
     job = store.jobs.create(
         user,
         dataset=ds,

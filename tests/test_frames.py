@@ -40,26 +40,28 @@ def test_chunks_cover_every_selected_frame_exactly_once():
 
 
 # -- chunk sizes ------------------------------------------------------------------------------------
-from cluster.frames import adaptive_chunk_size  # noqa: E402
+from cluster.frames import ChunkSizing, adaptive_chunk_size  # noqa: E402
+
+SIZING = ChunkSizing(default=16, target_s=1.0, maximum=256)
 
 
 def test_before_a_models_speed_is_known_chunks_have_the_default_size():
-    assert adaptive_chunk_size(None, 100_000, default=16, target_s=1.0, maximum=256) == 16
-    assert adaptive_chunk_size(float("nan"), 100_000, default=16, target_s=1.0, maximum=256) == 16
+    assert adaptive_chunk_size(None, 100_000, SIZING) == 16
+    assert adaptive_chunk_size(float("nan"), 100_000, SIZING) == 16
 
 
 def test_a_fast_model_gets_chunks_of_about_the_target_time_in_multiples_of_16():
     # 10 ms a frame: 100 frames is 1 s, rounded down to 96
-    assert adaptive_chunk_size(0.010, 100_000, default=16, target_s=1.0, maximum=256) == 96
-    assert adaptive_chunk_size(0.0001, 100_000, default=16, target_s=1.0, maximum=256) == 256
+    assert adaptive_chunk_size(0.010, 100_000, SIZING) == 96
+    assert adaptive_chunk_size(0.0001, 100_000, SIZING) == 256
 
 
 def test_a_slow_model_keeps_the_default_size_as_the_least():
-    assert adaptive_chunk_size(0.061, 100_000, default=16, target_s=1.0, maximum=256) == 16
-    assert adaptive_chunk_size(5.0, 100_000, default=16, target_s=1.0, maximum=256) == 16
+    assert adaptive_chunk_size(0.061, 100_000, SIZING) == 16
+    assert adaptive_chunk_size(5.0, 100_000, SIZING) == 16
 
 
 def test_a_small_job_keeps_enough_chunks_to_spread_over_workers():
     # 400 frames: at most 400 / 8 = 50 frames a chunk, however fast the model
-    assert adaptive_chunk_size(0.001, 400, default=16, target_s=1.0, maximum=256) == 50
-    assert adaptive_chunk_size(0.001, 40, default=16, target_s=1.0, maximum=256) == 16
+    assert adaptive_chunk_size(0.001, 400, SIZING) == 50
+    assert adaptive_chunk_size(0.001, 40, SIZING) == 16

@@ -28,7 +28,7 @@ from cluster.storage import Keys, ObjectStore
 from cluster.store import Store
 from cluster.store.base import new_id
 from cluster.store.users import User
-from cluster.thresholds import check_threshold
+from cluster.thresholds import DEFAULT_THRESHOLD, check_threshold
 
 
 #: OpenVINO's Python binding initialises C++ statics on first tensor access; two threads doing that
@@ -95,7 +95,7 @@ def register_model(
 ) -> dict[str, Any]:
     """Check and store a model. ``threshold``: what jobs of this model pass their script as
     ``context["threshold"]`` unless the job sets one (0.5 when None)."""
-    threshold = check_threshold(0.5 if threshold is None else threshold)
+    threshold = check_threshold(DEFAULT_THRESHOLD if threshold is None else threshold)
     if trusted and not user.admin:
         raise InvalidInput("only an admin can mark a script trusted")
     if store.models.name_taken(user, name):

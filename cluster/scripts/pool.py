@@ -402,11 +402,10 @@ class _Process:
         t0 = time.perf_counter()
         resolve = label_resolver(labels)
         timeout = min(g.timeout, WARM_TIMEOUT_S)
-        frames = warm.frames()
-        if any(sum(np.asarray(a).nbytes for a in out.values()) > g.max_message // 2 for _, out in frames):
+        if sum(np.asarray(a).nbytes for a in warm.sample.values()) > g.max_message // 2:
             return True  # outputs too big for one message: real frames go alone, nothing to warm with
         try:
-            for fid, outputs in frames:
+            for fid, outputs in warm.frames():
                 frame = {"id": fid, "name": "", "width": warm.width, "height": warm.height, "outputs": outputs}
                 msg = {"op": "run", "frames": [frame], "context": dict(warm.context), "labels": dict(labels)}
                 deadline = time.monotonic() + timeout
