@@ -48,6 +48,20 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: prelabel_home() / "cache")
     secret_key: str = "prelabel-dev-secret"
     metrics_port: int = 0  # 0: workers pick a free port and publish it in Redis
+    # Loopback for `prelabel up`; a pod sets 0.0.0.0 so Prometheus can scrape it.
+    metrics_addr: str = "127.0.0.1"
+    # The dashboard serves /metrics only on this port when set (pods: 9100), so the public
+    # Service, which exposes only the app port, never shows cluster state to the internet.
+    dashboard_metrics_port: int = 0
+    # How long a stopping worker lets its in-flight chunks finish before it exits; Kubernetes'
+    # terminationGracePeriodSeconds must be longer, or the kubelet kills it mid-chunk.
+    worker_stop_timeout_s: float = 30.0
+    # OpenVINO CPU inference threads; 0 follows the container's CPU quota (cgroup), which a pod's
+    # limits.cpu sets, instead of the node's core count that OpenVINO would otherwise use.
+    inference_threads: int = 0
+    # `prelabel admin bootstrap`: the first admin, whose token comes from a Kubernetes Secret.
+    admin_name: str = "admin"
+    admin_token: str = ""
     # Modules an admin allows untrusted scripts to import, on top of the built-in allowlist.
     script_modules: tuple[str, ...] = ()
 
@@ -75,6 +89,12 @@ class Settings:
         "cache_dir": "PRELABEL_CACHE_DIR",
         "secret_key": "PRELABEL_SECRET_KEY",
         "metrics_port": "PRELABEL_METRICS_PORT",
+        "metrics_addr": "PRELABEL_METRICS_ADDR",
+        "dashboard_metrics_port": "PRELABEL_DASHBOARD_METRICS_PORT",
+        "worker_stop_timeout_s": "PRELABEL_WORKER_STOP_TIMEOUT",
+        "inference_threads": "PRELABEL_INFERENCE_THREADS",
+        "admin_name": "PRELABEL_ADMIN_NAME",
+        "admin_token": "PRELABEL_ADMIN_TOKEN",
         "script_modules": "PRELABEL_SCRIPT_MODULES",
     }
 
@@ -101,6 +121,7 @@ class Settings:
         """What may be written to the discovery file and shown: everything but secrets of users."""
         out = asdict(self)
         out.pop("token", None)
+        out.pop("admin_token", None)
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
 
 

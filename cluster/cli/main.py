@@ -36,6 +36,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(Settings.from_env(), args.device)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from cluster.dashboard.serve import exec_gunicorn
+
+    settings = Settings.from_env(port=args.port)
+    if not settings.redis_url:
+        raise PrelabelError("the dashboard needs REDIS_URL (and S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY)")
+    return exec_gunicorn(settings, host=args.host, workers=args.workers, threads=args.threads)
+
+
+def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
+    """Create the first admin from a token an operator keeps (a Kubernetes Secret), once."""
+    from cluster.store import Store
+
+    settings = Settings.from_env()
+    name = args.name or settings.admin_name
+    if not settings.admin_token:
+        raise PrelabelError("set PRELABEL_ADMIN_TOKEN to the first admin's API token (e.g. from a Secret)")
+    store = Store.from_settings(settings)
+    created = store.users.bootstrap_admin(name, settings.admin_token)
+    print(f"admin {name!r} {'created' if created else 'already exists with this token; nothing to do'}")
+    return 0
+
+
 def cmd_users_add(args: argparse.Namespace) -> int:
     from cluster.cli.client import save_token
     from cluster.store import Store
@@ -211,6 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("worker", help="run a worker for one device")
     s.add_argument("--device", default="CPU")
     s.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("dashboard", help="serve the dashboard and API under gunicorn (the container role)")
+    s.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    s.add_argument("--port", type=int, default=None, help="app port (PRELABEL_PORT, default 8080); /metrics is "
+                   "served on PRELABEL_DASHBOARD_METRICS_PORT alone when that is set")
+    s.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    s.add_argument("--threads", type=int, default=4, help="threads per worker process")
+    s.set_defaults(func=cmd_dashboard)
+
+    admin = sub.add_parser("admin", help="cluster administration").add_subparsers(dest="admin_command", required=True)
+    s = admin.add_parser("bootstrap", help="create the first admin with the token in PRELABEL_ADMIN_TOKEN "
+                         "(idempotent; run by the Kubernetes bootstrap Job)")
+    s.add_argument("--name", default=None, help="the admin's user name (PRELABEL_ADMIN_NAME, default admin)")
+    s.set_defaults(func=cmd_admin_bootstrap)
 
     users = sub.add_parser("users", help="accounts").add_subparsers(dest="users_command", required=True)
     s = users.add_parser("add", help="create an account and print its API token")

@@ -49,6 +49,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz():
+        """Liveness: the process serves requests. Redis being down is no reason to restart it."""
+        return jsonify({"ok": True})
+
+    @app.get("/readyz")
+    def readyz():
+        """Readiness: Redis answers, so API calls can work (503 with the reason otherwise)."""
         clients = app.extensions["prelabel"]
         clients.store.ping()
         return jsonify({"ok": True})

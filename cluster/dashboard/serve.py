@@ -1,0 +1,45 @@
+"""`prelabel dashboard`: the app under gunicorn, as a container runs it.
+
+Gunicorn binds the public port and, when ``dashboard_metrics_port`` is set, a second one that
+alone answers /metrics (see ``cluster.dashboard.metrics``). Each gunicorn worker process, after
+the fork, also runs the broker maintenance pass (``cluster.broker.maintenance``) so that a dead
+worker's chunks are requeued even while no worker of its device is alive.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from cluster.config import Settings
+
+
+def gunicorn_argv(settings: Settings, *, host: str = "0.0.0.0", workers: int = 2, threads: int = 4) -> list[str]:
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{settings.port}"]
+    if settings.dashboard_metrics_port:
+        argv += ["--bind", f"{host}:{settings.dashboard_metrics_port}"]
+    return argv + [
+        "--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads),
+        "--timeout", "900", "--graceful-timeout", "10", "--access-logfile", "-",
+        "--config", "python:cluster.dashboard.serve",
+        "cluster.dashboard:create_app()",
+    ]
+
+
+def exec_gunicorn(settings: Settings, **kwargs: Any) -> int:
+    argv = gunicorn_argv(settings, **kwargs)
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
+# -- gunicorn configuration hooks (this module is passed as --config python:...) --------------------
+def post_worker_init(worker: Any) -> None:
+    from cluster.broker.actors import declare_annotate
+    from cluster.broker.maintenance import start_maintenance
+    from cluster.broker.setup import make_broker
+
+    settings = Settings.from_env()
+    broker = make_broker(settings)
+    declare_annotate(broker, max_retries=settings.max_retries)
+    start_maintenance(broker, period_s=max(1.0, settings.heartbeat_timeout_s / 3))
