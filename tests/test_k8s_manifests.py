@@ -588,3 +588,15 @@ def test_the_render_group_is_a_parameter_of_the_gpu_overlay(tmp_path):
     objects = _render_dir(str(tree / "overlays" / "intel-gpu-xe"))
     deployment = find(list(objects), "Deployment", "prelabel-worker-gpu")
     assert deployment["spec"]["template"]["spec"]["securityContext"]["supplementalGroups"] == [992]
+
+
+def test_the_readme_secrets_table_lists_exactly_the_contracts_secret_keys():
+    import re
+
+    rows = set()
+    for line in (K8S / "README.md").read_text().splitlines():
+        m = re.match(r"\| `(prelabel-[a-z0-9-]+)`[^|]*\| `([a-z-]+)`[^|]*\| (`([A-Z_]+)`|–) \|", line)
+        if m:
+            rows.add((m.group(1), m.group(2), m.group(4)))
+    expected = {(secret, key, var) for secret, keys in SECRET_KEYS.items() for key, var in keys.items()}
+    assert rows == expected
