@@ -595,7 +595,7 @@ def test_the_readme_secrets_table_lists_exactly_the_contracts_secret_keys():
 
     rows = set()
     for line in (K8S / "README.md").read_text().splitlines():
-        m = re.match(r"\| `(prelabel-[a-z0-9-]+)`[^|]*\| `([a-z-]+)`[^|]*\| (`([A-Z_]+)`|–) \|", line)
+        m = re.match(r"\| `(prelabel-[a-z0-9-]+)`[^|]*\| `([a-z-]+)`[^|]*\| (`([A-Z0-9_]+)`|–) \|", line)
         if m:
             rows.add((m.group(1), m.group(2), m.group(4)))
     expected = {(secret, key, var) for secret, keys in SECRET_KEYS.items() for key, var in keys.items()}
