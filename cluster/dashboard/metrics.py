@@ -9,12 +9,10 @@ Service, which exposes the app port alone, never shows it.
 
 from __future__ import annotations
 
-import os
 import socket
-import uuid
 from typing import Iterator
 
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Response, abort, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -27,7 +25,12 @@ from cluster.store.lease import Lease
 bp = Blueprint("metrics", __name__)
 
 LEASE_TTL_S = 60.0  # longer than any sane scrape interval; a dead holder is replaced within it
-_OWNER = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _lease_owner() -> str:
+    """This replica's name on the lease: the host (a pod's name), shared by its gunicorn worker
+    processes so whichever of them a scrape reaches exports the same series."""
+    return current_app.config.get("PRELABEL_METRICS_OWNER") or socket.gethostname()
 
 
 class ClusterCollector:
@@ -107,5 +110,5 @@ def metrics() -> Response:
     if metrics_port and request.environ.get("SERVER_PORT") != str(metrics_port):
         abort(404)
     registry = CollectorRegistry()
-    registry.register(ClusterCollector(c.broker, c.store, Lease(c.store.redis, "metrics", _OWNER, LEASE_TTL_S)))
+    registry.register(ClusterCollector(c.broker, c.store, Lease(c.store.redis, "metrics", _lease_owner(), LEASE_TTL_S)))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
