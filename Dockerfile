@@ -51,9 +51,11 @@ ENV PATH=/opt/prelabel/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PRELABEL_CACHE_DIR=/cache
 COPY --from=deps /opt/prelabel /opt/prelabel
-RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
-    PIP_NO_CACHE_DIR=1 /opt/prelabel/bin/pip install --no-deps --no-index /wheels/*.whl \
+# (COPY, not RUN --mount=type=bind,from=wheel: buildah 1.28 fails to mount a stage it took from its cache)
+COPY --from=wheel /wheels /tmp/wheels
+RUN PIP_NO_CACHE_DIR=1 /opt/prelabel/bin/pip install --no-deps --no-index /tmp/wheels/*.whl \
  && PIP_NO_CACHE_DIR=1 /opt/prelabel/bin/pip check \
+ && rm -rf /tmp/wheels \
  && prelabel --help >/dev/null
 WORKDIR /home/prelabel
 USER 10001:10001
