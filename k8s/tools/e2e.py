@@ -124,7 +124,8 @@ def to_pod(workload: dict[str, Any], name: str, docs: list[dict], env: dict[str,
         values = resolve_env(container, docs) | env
         container.pop("envFrom", None)
         container["env"] = [{"name": k, "value": v} for k, v in sorted(values.items())]
-        ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+        # Host networking: podman refuses port mappings, and the process binds the port itself.
+        ports = {p.get("name"): p["containerPort"] for p in container.pop("ports", [])}
         for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
             probe = container.pop(kind, None)
             if probe:
@@ -159,9 +160,19 @@ class Pods:
                               text=True, capture_output=True)
         return proc.stdout + proc.stderr
 
-    def remove_all(self) -> None:
+    def remove_all(self) -> list[str]:
+        """Remove every pod played; a pod still stopping is retried. Returns errors left over."""
+        errors = []
         for name in reversed(self.names):
-            subprocess.run(["podman", "pod", "rm", "-f", "-t", "2", name], capture_output=True)
+            for attempt in range(3):
+                proc = subprocess.run(["podman", "pod", "rm", "-f", "-t", "2", name], text=True, capture_output=True)
+                exists = subprocess.run(["podman", "pod", "exists", name], capture_output=True).returncode == 0
+                if not exists:
+                    break
+                time.sleep(2)
+            else:
+                errors.append(f"{name}: {proc.stderr.strip()}")
+        return errors
 
 
 def leftover_pods() -> list[str]:
@@ -375,14 +386,24 @@ def main() -> int:
         # Kill one worker container mid-job (SIGKILL: its chunks stay in its ack set).
         victim = worker_pods[0][0]
         victim_container = pods.container(victim["metadata"]["name"], victim["spec"]["containers"][0]["name"])
-        status = wait_for("the job to start making progress",
-                          lambda: (lambda s: s if s["frames_done"] > 0 or s["state"] not in ("queued", "running")
-                                   else None)(api.get(f"/api/jobs/{job_id}")), 300, period_s=0.1)
+        victim_pod = victim["metadata"]["name"]
+
+        def victim_busy():
+            """Prometheus has seen the victim finish frames and the job still runs: it holds chunks."""
+            status = api.get(f"/api/jobs/{job_id}")
+            if status["state"] not in ("queued", "running"):
+                return status
+            rows = prom_query(prom_port, f'sum(prelabel_worker_frames_processed_total{{pod="{victim_pod}"}})')
+            done = float(rows[0]["value"][1]) if rows else 0.0
+            return status | {"victim_frames": done} if done > 0 else None
+
+        status = wait_for("the worker to be killed to finish its first frames", victim_busy, 300, period_s=0.1)
         if status["state"] != "running":
             raise SystemExit(f"the job was {status['state']} before a worker could be killed: use more --frames")
         run(["podman", "kill", "--signal", "KILL", victim_container])
         killed_at = status["frames_done"]
-        log(f"killed {victim_container} at {killed_at}/{args.frames} frames")
+        log(f"killed {victim_container} after it did {status['victim_frames']:.0f} frames, "
+            f"job at {killed_at}/{args.frames}")
         final = wait_for("the job to finish",
                          lambda: (lambda s: s if s["state"] in ("completed", "failed", "cancelled") else None)(
                              api.get(f"/api/jobs/{job_id}")), 900, period_s=1.0,
@@ -401,14 +422,18 @@ def main() -> int:
         stray = set(exported) - expected
 
         # Prometheus: per-worker frame counters and the queue depth, through its HTTP API.
-        def scraped_frames():
-            rows = prom_query(prom_port, 'sum by (pod) (prelabel_worker_frames_processed_total)')
-            return rows if sum(float(r["value"][1]) for r in rows) > 0 else None
+        # The killed worker's series ended with it: its last value is the max over the run.
+        counters = 'sum by (pod) (max_over_time(prelabel_worker_frames_processed_total[15m]))'
 
-        wait_for("Prometheus to scrape the workers' frame counters", scraped_frames, 60)
-        time.sleep(3)  # one more scrape after the job's last chunk
-        per_worker = {r["metric"]["pod"]: float(r["value"][1])
-                      for r in prom_query(prom_port, 'sum by (pod) (prelabel_worker_frames_processed_total)')}
+        def scraped_frames():
+            rows = prom_query(prom_port, counters)
+            return rows if sum(float(r["value"][1]) for r in rows) >= args.frames else None
+
+        wait_for("Prometheus to scrape every frame in the workers' counters", scraped_frames, 60)
+        per_worker = {r["metric"]["pod"]: float(r["value"][1]) for r in prom_query(prom_port, counters)}
+        # Every message acknowledged, the killed worker's orphans included: the queue drains to 0.
+        wait_for("Prometheus to see the CPU queue drained",
+                 lambda: prom_query(prom_port, 'max(prelabel_broker_queue_depth_messages{device="CPU"}) == 0'), 60)
         depth = prom_query(prom_port, 'max by (device) (prelabel_broker_queue_depth_messages)')
         up = {r["metric"]["pod"]: r["value"][1] for r in prom_query(prom_port, 'up{job="prelabel"}')}
         series = int(float(prom_query(prom_port, 'count({job="prelabel"})')[0]["value"][1]))
@@ -432,7 +457,8 @@ def main() -> int:
         if up.get(f"{PREFIX}-dashboard") != "1" or up.get(f"{PREFIX}-worker-2") != "1":
             problems.append(f"targets down: {up}")
         result = {"frames": args.frames, "exported": len(exported), "lost": lost, "duplicated": duplicated,
-                  "workers_killed": 1, "killed_at_frames": killed_at, "frames_by_worker": per_worker,
+                  "workers_killed": 1, "killed_at_frames": killed_at,
+                  "killed_worker_frames": status["victim_frames"], "frames_by_worker": per_worker,
                   "prometheus_series": series, "probes_checked": len(probes_checked),
                   "seconds": round(time.monotonic() - started, 1)}
         if problems:
@@ -449,11 +475,9 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(prometheus.pid, signal.SIGKILL)
         if not args.keep:
-            pods.remove_all()
+            for error in pods.remove_all():
+                log(f"could not remove pod {error}")
             shutil.rmtree(workdir, ignore_errors=True)
-            left = leftover_pods()
-            if left:
-                log(f"could not remove pods: {left}")
 
 
 if __name__ == "__main__":
