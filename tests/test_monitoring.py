@@ -275,3 +275,24 @@ def test_every_prelabel_metric_the_monitoring_reads_is_defined_in_the_code():
     missing = [name for name in sorted(EXPORTED - PROCESS_METRICS)
                if f'"{name}"' not in source and f'"{name.removesuffix("_total")}"' not in source]
     assert not missing, f"named by k8s/monitoring but defined nowhere in cluster/: {missing}"
+
+
+def test_the_worker_memory_alert_fires_below_the_workers_memory_limit():
+    """The threshold is written in bytes in the rule and as a quantity in the manifest: keep them apart
+    by 10-25% so the alert comes before the OOM kill, not never (a limit lowered under it) or always."""
+    import yaml
+
+    expr = next(a["expr"] for a in alerts() if a["alert"] == "PrelabelWorkerMemoryHigh")
+    factors = re.search(r"process_resident_memory_bytes\s*>\s*([0-9.]+(?:\s*\*\s*[0-9.]+)*)", expr)
+    assert factors, expr
+    threshold = 1.0
+    for factor in factors.group(1).split("*"):
+        threshold *= float(factor)
+    worker = yaml.safe_load((ROOT / "k8s" / "base" / "worker-cpu.yaml").read_text())
+    if worker.get("kind") != "Deployment":
+        worker = next(d for d in yaml.safe_load_all((ROOT / "k8s" / "base" / "worker-cpu.yaml").read_text())
+                      if d and d.get("kind") == "Deployment")
+    limit = worker["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    units = {"Gi": 1024**3, "Mi": 1024**2}
+    limit_bytes = float(limit[:-2]) * units[limit[-2:]]
+    assert 0.75 * limit_bytes <= threshold <= 0.9 * limit_bytes, (threshold, limit)
