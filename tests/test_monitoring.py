@@ -288,10 +288,8 @@ def test_the_worker_memory_alert_fires_below_the_workers_memory_limit():
     threshold = 1.0
     for factor in factors.group(1).split("*"):
         threshold *= float(factor)
-    worker = yaml.safe_load((ROOT / "k8s" / "base" / "worker-cpu.yaml").read_text())
-    if worker.get("kind") != "Deployment":
-        worker = next(d for d in yaml.safe_load_all((ROOT / "k8s" / "base" / "worker-cpu.yaml").read_text())
-                      if d and d.get("kind") == "Deployment")
+    worker = next(d for d in yaml.safe_load_all((ROOT / "k8s" / "base" / "worker-cpu.yaml").read_text())
+                  if d and d.get("kind") == "Deployment")
     limit = worker["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
     units = {"Gi": 1024**3, "Mi": 1024**2}
     limit_bytes = float(limit[:-2]) * units[limit[-2:]]
