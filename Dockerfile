@@ -65,7 +65,11 @@ COPY --from=wheel /wheels /tmp/wheels
 RUN PIP_NO_CACHE_DIR=1 /opt/prelabel/bin/pip install --no-deps --no-index /tmp/wheels/*.whl \
  && PIP_NO_CACHE_DIR=1 /opt/prelabel/bin/pip check \
  && rm -rf /tmp/wheels \
- && prelabel --help >/dev/null
+ && prelabel --help >/dev/null \
+ && opt_in_out --opt_out >/dev/null \
+ && chown -R 10001:10001 /home/prelabel
+# (opt_in_out: OpenVINO's telemetry, on by default when its consent file is absent, is declined once here,
+# so nothing is sent and nothing is written to $HOME at run time, which may be read-only in a pod)
 WORKDIR /home/prelabel
 USER 10001:10001
 EXPOSE 8080 9100

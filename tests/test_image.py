@@ -39,6 +39,8 @@ print(json.dumps({
     "programs": {p: shutil.which(p) for p in ("prelabel", "python3", "pip", "valkey-server", "weed", "gcc", "cc")},
     "modules": {m: importlib.util.find_spec(m) is not None for m in modules},
     "env": {k: os.environ.get(k) for k in ("PRELABEL_CACHE_DIR", "PYTHONUNBUFFERED", "PATH")},
+    "telemetry": open(os.path.expanduser("~/intel/openvino_telemetry")).read().strip()
+                 if os.path.exists(os.path.expanduser("~/intel/openvino_telemetry")) else None,
 }))
 """
 
@@ -114,3 +116,7 @@ def test_the_image_carries_no_local_servers_nor_scikit_image(probe):
 
 def test_the_runtime_image_has_no_compiler(probe):
     assert probe["programs"]["gcc"] is None and probe["programs"]["cc"] is None
+
+
+def test_openvino_telemetry_is_declined_so_nothing_is_sent_or_written_at_run_time(probe):
+    assert probe["telemetry"] == "0"
