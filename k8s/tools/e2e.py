@@ -347,7 +347,8 @@ def main() -> int:
         # Prometheus first, so it scrapes the whole job.
         targets = [{"targets": [f"127.0.0.1:{dash_metrics}"],
                     "labels": {"pod": f"{PREFIX}-dashboard", "component": "dashboard"}}]
-        targets += [{"targets": [f"127.0.0.1:{p}"], "labels": {"pod": f"{PREFIX}-worker-{i + 1}", "component": "worker"}}
+        targets += [{"targets": [f"127.0.0.1:{p}"],
+                     "labels": {"pod": f"{PREFIX}-worker-{i + 1}", "component": "worker"}}
                     for i, p in enumerate(worker_ports)]
         prometheus = start_prometheus(workdir, targets, prom_port)
 
@@ -439,8 +440,8 @@ def main() -> int:
         series = int(float(prom_query(prom_port, 'count({job="prelabel"})')[0]["value"][1]))
         if not depth:
             raise SystemExit("Prometheus has no prelabel_broker_queue_depth_messages")
-        log(f"Prometheus: frames by pod {per_worker}; queue depth {[(r['metric']['device'], r['value'][1]) for r in depth]}; "
-            f"up {up}; {series} series")
+        depths = {r["metric"]["device"]: r["value"][1] for r in depth}
+        log(f"Prometheus: frames by pod {per_worker}; queue depth {depths}; up {up}; {series} series")
 
         rules = REPO / "k8s" / "monitoring"
         run(["promtool", "check", "rules", str(rules / "prelabel-rules.yaml")])
