@@ -277,3 +277,20 @@ def test_an_orphaned_message_is_requeued_by_the_dashboard_while_no_worker_of_its
             proc.kill()
         log.close()
         client.delete(queue, queue + ".msgs")
+
+
+def test_openvino_compiles_with_the_threads_the_quota_allows():
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as op
+
+    from cluster.workers.cpu_quota import limit_cpu_threads
+
+    param = op.parameter([1, 3, 8, 8], np.float32)
+    model = ov.Model([op.relu(param)], [param])
+    core = ov.Core()
+    assert limit_cpu_threads(core, "CPU", 1) == 1
+    compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert compiled.get_property("NUM_STREAMS") == 1
+    assert limit_cpu_threads(ov.Core(), "GPU", 1) is None  # only the CPU plugin is sized by CPUs

@@ -457,10 +457,13 @@ def main() -> int:
             problems.append(f"export: {lost} lost, {duplicated} duplicated, {len(stray)} unknown")
         if up.get(f"{PREFIX}-dashboard") != "1" or up.get(f"{PREFIX}-worker-2") != "1":
             problems.append(f"targets down: {up}")
+        threads = [line for line in pods.logs(f"{PREFIX}-worker-2", "worker", 400).splitlines()
+                   if "OpenVINO CPU inference threads" in line]
         result = {"frames": args.frames, "exported": len(exported), "lost": lost, "duplicated": duplicated,
                   "workers_killed": 1, "killed_at_frames": killed_at,
                   "killed_worker_frames": status["victim_frames"], "frames_by_worker": per_worker,
                   "prometheus_series": series, "probes_checked": len(probes_checked),
+                  "worker_threads_line": threads[0].strip() if threads else None,
                   "seconds": round(time.monotonic() - started, 1)}
         if problems:
             log("FAILED: " + "; ".join(problems))
