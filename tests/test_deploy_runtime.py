@@ -186,6 +186,10 @@ def test_only_one_holder_of_the_lease_at_a_time_and_another_takes_over_when_it_l
     assert a.hold() and not b.hold() and a.hold()
     time.sleep(0.5)
     assert b.hold() and not a.hold()
+    a.release()  # not the holder: changes nothing
+    assert not a.hold()
+    b.release()
+    assert a.hold()
 
 
 def _families(body: bytes) -> dict[str, list]:
@@ -200,7 +204,11 @@ def test_two_dashboard_replicas_export_the_cluster_state_once(settings):
         app = create_app(settings)
         app.config["PRELABEL_METRICS_OWNER"] = owner
         apps.append(app)
-    bodies = [_families(app.test_client().get("/metrics").data) for app in apps]
+    try:
+        bodies = [_families(app.test_client().get("/metrics").data) for app in apps]
+    finally:  # other tests' dashboards share this Redis: hand the lease back
+        for owner in ("replica-a", "replica-b"):
+            Lease(client, "metrics", owner, 1).release()
     leaders = [b["prelabel_dashboard_metrics_leader"][0].value for b in bodies]
     assert sorted(leaders) == [0.0, 1.0]
     exporting = [b for b in bodies if "prelabel_broker_queue_messages" in b]

@@ -155,5 +155,7 @@ def test_workers_and_the_dashboard_serve_prometheus_metrics(demo_job, cluster):
     assert count('prelabel_worker_queue_wait_seconds_count{device="CPU"}') >= 1
     assert count("process_resident_memory_bytes") > 10e6 and count("process_cpu_seconds_total") > 0
     dash = requests.get(cluster.api_url + "/metrics", timeout=10).text
-    assert 'prelabel_broker_queue_depth_messages{queue="annotate.CPU"}' in dash
-    assert 'prelabel_broker_queue_depth_messages{queue="annotate.GPU"}' in dash
+    assert "prelabel_dashboard_metrics_leader 1.0" in dash  # the one dashboard holds the lease
+    assert 'prelabel_broker_queue_depth_messages{device="CPU",queue="annotate.CPU"}' in dash
+    assert 'prelabel_broker_queue_depth_messages{device="GPU",queue="annotate.GPU"}' in dash
+    assert 'prelabel_cluster_jobs{state="completed"}' in dash

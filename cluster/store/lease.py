@@ -25,6 +25,11 @@ end
 return 0
 """
 
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 class Lease:
     def __init__(self, client: redis.Redis, name: str, owner: str, ttl_s: float) -> None:
@@ -32,8 +37,14 @@ class Lease:
         self.owner = owner
         self.ttl_ms = int(ttl_s * 1000)
         self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
 
     def hold(self) -> bool:
         """Take or renew the lease; True while this owner holds it."""
         with redis_errors("renew the metrics lease"):
             return bool(self._acquire(keys=[self.key], args=[self.owner, self.ttl_ms]))
+
+    def release(self) -> None:
+        """Give the lease up now (if held), so another holder need not wait for it to lapse."""
+        with redis_errors("release the metrics lease"):
+            self._release(keys=[self.key], args=[self.owner])
