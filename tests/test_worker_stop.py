@@ -1,0 +1,95 @@
+"""A worker told to stop (SIGTERM, as Kubernetes does on scale-down, drain or rollout) finishes the
+chunks it is running, hands back the ones it only prefetched, and leaves nothing in its ack set."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+
+import pytest
+import redis
+
+from cluster_fixtures import kill_group, register, start_worker, tiny_model, wait_job
+from test_worker_recovery import FlaskApi, _jpeg
+
+from cluster.broker.setup import NAMESPACE
+from cluster.dashboard import create_app
+from cluster.states import ChunkState
+from cluster.storage import Keys, open_store
+from cluster.store import Store
+
+# About 2 s a chunk of 8 frames: long enough to be caught mid-chunk.
+SLOW_SCRIPT = '''
+import time
+
+def interpret(outputs, frame, labels, context):
+    time.sleep(0.25)
+    return [{"type": "rectangle", "label": "1", "points": [0, 0, frame["width"] / 2, frame["height"] / 2]}]
+'''
+
+
+@pytest.fixture()
+def isolated(session_settings):
+    base, _, _ = session_settings.redis_url.rpartition("/")
+    settings = session_settings.with_(redis_url=f"{base}/5", s3_bucket=f"stop-{secrets.token_hex(4)}",
+                                      heartbeat_timeout_s=6.0, chunk_size=8)
+    Store.from_settings(settings).redis.flushdb()
+    yield settings
+
+
+def test_a_worker_told_to_stop_finishes_its_chunks_in_flight_and_hands_back_the_rest(isolated, tmp_path,
+                                                                                      monkeypatch):
+    settings = isolated
+    store = Store.from_settings(settings)
+    _, token = store.users.add("owner")
+    api = FlaskApi(create_app(settings), token)
+    xml, bin_ = tiny_model(tmp_path / "tiny")
+    model = register(api, "tiny", xml, bin_, SLOW_SCRIPT, {"1": "thing"})
+    dataset = api.post("/api/datasets", json={"name": "noise"})
+    frames = 64
+    for i in range(frames):
+        api.post(f"/api/datasets/{dataset['id']}/files", files=[("file", (f"f{i:03d}.jpg", _jpeg(i)))])
+
+    monkeypatch.setenv("PRELABEL_WORKER_STOP_TIMEOUT", "30")
+    first = start_worker(settings, log=tmp_path / "first.log")
+    second = None
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    queue = f"{NAMESPACE}:annotate.CPU"
+    try:
+        job = api.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"], "chunk_size": 8})
+        deadline = time.monotonic() + 120
+        while ChunkState.RUNNING not in store.jobs.chunk_states(job["id"]).values():
+            assert time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.05)
+        running = {c for c, s in store.jobs.chunk_states(job["id"]).items() if s is ChunkState.RUNNING}
+        os.kill(first.pid, signal.SIGTERM)  # the kubelet signals the container's main process only
+        try:
+            code = first.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the worker did not stop within 60 s of SIGTERM")
+        log = (tmp_path / "first.log").read_text()
+        assert code == 0, log[-3000:]
+
+        states = store.jobs.chunk_states(job["id"])
+        assert all(states[c] is ChunkState.DONE for c in running), (running, states, log[-2000:])
+        assert ChunkState.RUNNING not in states.values(), "no chunk is left half done"
+        # Nothing orphaned: every message not finished is back on the waiting list, none in an ack set.
+        assert not client.keys(f"{NAMESPACE}:__acks__.*")
+        unfinished = sum(1 for s in states.values() if s is ChunkState.PENDING)
+        assert unfinished > 0, "the job must still have work for this test to show the hand-back"
+        assert client.llen(queue) == client.hlen(queue + ".msgs") == unfinished
+
+        second = start_worker(settings, log=tmp_path / "second.log")
+        status = wait_job(api, job["id"], timeout_s=240)
+        assert status["state"] == "completed" and status["frames_done"] == frames, status
+        objects = open_store(settings)
+        seen = [f["frame"] for chunk in range(status["chunk_count"])
+                for f in objects.get_msgpack(Keys.chunk_result(job["id"], chunk))["frames"]]
+        assert sorted(seen) == list(range(frames)), "every frame once"
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                kill_group(proc, signal.SIGTERM)
