@@ -423,14 +423,14 @@ def main() -> int:
         stray = set(exported) - expected
 
         # Prometheus: per-worker frame counters and the queue depth, through its HTTP API.
-        # The killed worker's series ended with it: its last value is the max over the run.
+        # Read the counters from a scrape made after the job finished. The killed worker's series
+        # ended with it: its last scraped value is its max over the run (frames it finished after
+        # that last scrape are in no counter Prometheus saw, so the sum may fall short of the job).
+        finished_at = time.time()
+        survivor = worker_pods[1][0]["metadata"]["name"]
+        wait_for("Prometheus to scrape the surviving worker after the job",
+                 lambda: prom_query(prom_port, f'timestamp(up{{pod="{survivor}"}}) > {finished_at:.3f}'), 60)
         counters = 'sum by (pod) (max_over_time(prelabel_worker_frames_processed_total[15m]))'
-
-        def scraped_frames():
-            rows = prom_query(prom_port, counters)
-            return rows if sum(float(r["value"][1]) for r in rows) >= args.frames else None
-
-        wait_for("Prometheus to scrape every frame in the workers' counters", scraped_frames, 60)
         per_worker = {r["metric"]["pod"]: float(r["value"][1]) for r in prom_query(prom_port, counters)}
         # Every message acknowledged, the killed worker's orphans included: the queue drains to 0.
         wait_for("Prometheus to see the CPU queue drained",
@@ -455,15 +455,17 @@ def main() -> int:
             problems.append(f"job counted {final['frames_done']} + {final['frames_failed']} of {args.frames}")
         if lost or duplicated or stray:
             problems.append(f"export: {lost} lost, {duplicated} duplicated, {len(stray)} unknown")
-        if up.get(f"{PREFIX}-dashboard") != "1" or up.get(f"{PREFIX}-worker-2") != "1":
+        if up.get(f"{PREFIX}-dashboard") != "1" or up.get(survivor) != "1":
             problems.append(f"targets down: {up}")
+        if len(per_worker) != 2 or min(per_worker.values()) <= 0:
+            problems.append(f"Prometheus lacks a worker's frame counter: {per_worker}")
         threads = [line for line in pods.logs(f"{PREFIX}-worker-2", "worker", 400).splitlines()
                    if "OpenVINO CPU inference threads" in line]
         result = {"frames": args.frames, "exported": len(exported), "lost": lost, "duplicated": duplicated,
                   "workers_killed": 1, "killed_at_frames": killed_at,
                   "killed_worker_frames": status["victim_frames"], "frames_by_worker": per_worker,
                   "prometheus_series": series, "probes_checked": len(probes_checked),
-                  "worker_threads_line": threads[0].strip() if threads else None,
+                  "worker_threads_line": threads[0][threads[0].index("OpenVINO CPU"):].strip() if threads else None,
                   "seconds": round(time.monotonic() - started, 1)}
         if problems:
             log("FAILED: " + "; ".join(problems))
