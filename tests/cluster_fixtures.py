@@ -3,6 +3,7 @@ process and the dashboard under gunicorn, started once with `prelabel up`'s own 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from cluster.cli.client import ApiClient
 from cluster.config import Settings
@@ -52,6 +54,52 @@ def selfie_model(cluster: Settings, admin: ApiClient) -> dict:
     from cluster.zoo.install import add_zoo_model
 
     return add_zoo_model(admin, cluster, "selfie-segmentation", model_name="selfie")
+
+
+class FlaskApi(ApiClient):
+    """The API client over Flask's test client: same requests, no extra server process."""
+
+    def __init__(self, app, token):
+        self.app = app.test_client()
+        self.token = token
+
+    def request(self, method, path, *, stream=False, **kwargs):
+        files = kwargs.pop("files", None)
+        data = kwargs.pop("data", None) or {}
+        if files:
+            data = dict(data)
+            for field, (name, content) in files:
+                data.setdefault(field, [])
+                data[field].append((io.BytesIO(content if isinstance(content, bytes) else content.read()), name))
+        response = self.app.open(path, method=method, headers={"Authorization": f"Bearer {self.token}"},
+                                 data=data or None, json=kwargs.pop("json", None))
+        if response.status_code >= 400:
+            from cluster.cli.client import ApiError
+
+            body = response.get_json() or {}
+            raise ApiError(response.status_code, body.get("error", ""), body.get("message", ""))
+        return response
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw).get_json()
+
+    def post(self, path, **kw):
+        return self.request("POST", path, **kw).get_json()
+
+
+def noise_jpeg(i: int) -> bytes:
+    rng = np.random.default_rng(i)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def noise_dataset(api: ApiClient, frames: int, name: str = "noise") -> dict:
+    """A dataset of ``frames`` small noise JPEGs (f000.jpg, ...), uploaded one file at a time."""
+    dataset = api.post("/api/datasets", json={"name": name})
+    for i in range(frames):
+        api.post(f"/api/datasets/{dataset['id']}/files", files=[("file", (f"f{i:03d}.jpg", noise_jpeg(i)))])
+    return dataset
 
 
 def wait_job(client: ApiClient, job_id: str, timeout_s: float = 300) -> dict:

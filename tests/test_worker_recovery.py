@@ -3,19 +3,15 @@ exactly once. Runs on a Redis database and bucket of its own so the session's wo
 
 from __future__ import annotations
 
-import io
 import secrets
 import signal
 import time
 
-import numpy as np
 import psutil
 import pytest
-from PIL import Image
 
-from cluster_fixtures import kill_group, register, start_worker, tiny_model, wait_job
+from cluster_fixtures import FlaskApi, kill_group, noise_dataset, register, start_worker, tiny_model, wait_job
 
-from cluster.cli.client import ApiClient
 from cluster.dashboard import create_app
 from cluster.storage import Keys, open_store
 from cluster.store import Store
@@ -41,54 +37,14 @@ def isolated(session_settings, tmp_path):
     yield settings
 
 
-class FlaskApi(ApiClient):
-    """The API client over Flask's test client: same requests, no extra server process."""
-
-    def __init__(self, app, token):
-        self.app = app.test_client()
-        self.token = token
-
-    def request(self, method, path, *, stream=False, **kwargs):
-        files = kwargs.pop("files", None)
-        data = kwargs.pop("data", None) or {}
-        if files:
-            data = dict(data)
-            for field, (name, content) in files:
-                data.setdefault(field, [])
-                data[field].append((io.BytesIO(content if isinstance(content, bytes) else content.read()), name))
-        response = self.app.open(path, method=method, headers={"Authorization": f"Bearer {self.token}"},
-                                 data=data or None, json=kwargs.pop("json", None))
-        if response.status_code >= 400:
-            from cluster.cli.client import ApiError
-
-            body = response.get_json() or {}
-            raise ApiError(response.status_code, body.get("error", ""), body.get("message", ""))
-        return response
-
-    def get(self, path, **kw):
-        return self.request("GET", path, **kw).get_json()
-
-    def post(self, path, **kw):
-        return self.request("POST", path, **kw).get_json()
-
-
-def _jpeg(i: int) -> bytes:
-    rng = np.random.default_rng(i)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
 def test_a_killed_workers_chunks_are_finished_by_another_worker_exactly_once(isolated, tmp_path):
     settings = isolated
     _, token = Store.from_settings(settings).users.add("owner", admin=False)
     api = FlaskApi(create_app(settings), token)
     xml, bin_ = tiny_model(tmp_path / "tiny")
     model = register(api, "tiny", xml, bin_, SLOW_SCRIPT, {"1": "thing"})
-    dataset = api.post("/api/datasets", json={"name": "noise"})
     frames = 120
-    for i in range(frames):
-        api.post(f"/api/datasets/{dataset['id']}/files", files=[("file", (f"f{i:03d}.jpg", _jpeg(i)))])
+    dataset = noise_dataset(api, frames)
 
     first = start_worker(settings, log=tmp_path / "first.log")
     second = None

@@ -12,8 +12,7 @@ import time
 import pytest
 import redis
 
-from cluster_fixtures import kill_group, register, start_worker, tiny_model, wait_job
-from test_worker_recovery import FlaskApi, _jpeg
+from cluster_fixtures import FlaskApi, kill_group, noise_dataset, register, start_worker, tiny_model, wait_job
 
 from cluster.broker.setup import NAMESPACE
 from cluster.dashboard import create_app
@@ -48,10 +47,8 @@ def test_a_worker_told_to_stop_finishes_its_chunks_in_flight_and_hands_back_the_
     api = FlaskApi(create_app(settings), token)
     xml, bin_ = tiny_model(tmp_path / "tiny")
     model = register(api, "tiny", xml, bin_, SLOW_SCRIPT, {"1": "thing"})
-    dataset = api.post("/api/datasets", json={"name": "noise"})
     frames = 64
-    for i in range(frames):
-        api.post(f"/api/datasets/{dataset['id']}/files", files=[("file", (f"f{i:03d}.jpg", _jpeg(i)))])
+    dataset = noise_dataset(api, frames)
 
     monkeypatch.setenv("PRELABEL_WORKER_STOP_TIMEOUT", "30")
     first = start_worker(settings, log=tmp_path / "first.log")
