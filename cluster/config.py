@@ -64,6 +64,15 @@ class Settings:
     admin_token: str = ""
     # Modules an admin allows untrusted scripts to import, on top of the built-in allowlist.
     script_modules: tuple[str, ...] = ()
+    # Bad input (issue 9). Largest frame, in pixels, read from the image header before any decode,
+    # at ingest and in the worker: a 20 KB 13000x13000 PNG took a worker from 218 MB to 1.7 GB.
+    max_frame_pixels: int = 40_000_000
+    # Largest request body (one upload call), and what one zip archive may expand to in total.
+    max_upload_bytes: int = 4 << 30
+    max_archive_bytes: int = 4 << 30
+    # Expanded/compressed size of a zip member (and of the archive so far) past which it is a
+    # bomb: a 1 MB zip of 1 GiB zeros was written out to /tmp before being rejected.
+    max_archive_ratio: int = 100
 
     _ENV = {
         "data_dir": "PRELABEL_DATA_DIR",
@@ -96,6 +105,10 @@ class Settings:
         "admin_name": "PRELABEL_ADMIN_NAME",
         "admin_token": "PRELABEL_ADMIN_TOKEN",
         "script_modules": "PRELABEL_SCRIPT_MODULES",
+        "max_frame_pixels": "PRELABEL_MAX_FRAME_PIXELS",
+        "max_upload_bytes": "PRELABEL_MAX_UPLOAD_BYTES",
+        "max_archive_bytes": "PRELABEL_MAX_ARCHIVE_BYTES",
+        "max_archive_ratio": "PRELABEL_MAX_ARCHIVE_RATIO",
     }
 
     @classmethod
