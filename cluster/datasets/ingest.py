@@ -7,10 +7,16 @@ detected from magic bytes, never from the file name:
   their *original* bytes (no re-encode) together with their pixel size. EXIF orientation is not
   applied: ``width``/``height`` are the stored pixel dimensions.
 * Zip archives are expanded member by member in sorted name order (directories, ``__MACOSX/`` and
-  dot-files skipped), with caps on member count and total uncompressed size against zip bombs.
+  dot-files skipped), with caps on member count and total uncompressed size, and a member that
+  expands more than ``max_zip_ratio`` times its compressed size (past ``ratio_floor`` bytes) is
+  refused from its header before a byte of it is read, so a bomb is never written out.
   Images and videos inside a zip are handled like top-level files; nested archives are not expanded.
 * MP4/MOV (``ftyp`` box), AVI (``RIFF....AVI ``) and Matroska/WebM videos are decoded with PyAV
   frame by frame (see :mod:`cluster.datasets.video`).
+
+Image sizes are read from the header and checked against ``max_image_pixels`` before any decode
+(videos: the stream's coded size, before the first frame). Names are made safe by
+:func:`cluster.datasets.names.safe_name` (no ``..``, no absolute paths, no control characters).
 
 Everything else becomes a :class:`Rejected` with a reason a user can act on. Nothing here raises
 for bad *content*; only bad *arguments* raise :class:`~cluster.errors.InvalidInput`.
@@ -32,7 +38,8 @@ from typing import BinaryIO, NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
-from cluster.errors import InvalidInput
+from cluster.datasets.names import name_parts, safe_name
+from cluster.errors import ConfigError, InvalidInput
 
 HEAD_SIZE = 512  # bytes read to sniff a type
 _COPY_CHUNK = 1 << 20
@@ -57,19 +64,48 @@ class Rejected:
     reason: str
 
 
+@dataclass
+class Truncated(Rejected):
+    """The missing tail of a video whose first ``kept`` frames were added: a warning, really."""
+
+    kept: int = 0
+
+
 @dataclass(frozen=True)
 class IngestLimits:
     """Caps that keep one upload from exhausting memory, disk or time."""
 
     max_image_bytes: int = 256 << 20  # one encoded image held in memory
-    max_image_pixels: int = 178_956_970  # same as PIL's default MAX_IMAGE_PIXELS
+    max_image_pixels: int = 40_000_000  # Settings.max_frame_pixels; checked from the header
     max_zip_members: int = 100_000  # entries in one archive, directories included
-    max_zip_bytes: int = 16 << 30  # total uncompressed size of one archive
+    max_zip_bytes: int = 4 << 30  # total uncompressed size of one archive
+    max_zip_ratio: int = 100  # uncompressed / compressed size of a member, past ratio_floor
+    ratio_floor: int = 8 << 20  # members expanding to less are never called bombs
+    max_file_bytes: int = 4 << 30  # one uploaded file spooled from a stream that cannot seek
 
     def __post_init__(self) -> None:
-        for name in ("max_image_bytes", "max_image_pixels", "max_zip_members", "max_zip_bytes"):
+        for name in ("max_image_bytes", "max_image_pixels", "max_zip_members", "max_zip_bytes",
+                     "max_zip_ratio", "ratio_floor", "max_file_bytes"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"{name} must be positive", **{name: getattr(self, name)})
+
+    @classmethod
+    def from_settings(cls, settings: object) -> "IngestLimits":
+        """The limits a deployment set (``PRELABEL_MAX_FRAME_PIXELS``, ``..._ARCHIVE_BYTES``...)."""
+        return cls(max_image_pixels=int(settings.max_frame_pixels),  # type: ignore[attr-defined]
+                   max_zip_bytes=int(settings.max_archive_bytes),  # type: ignore[attr-defined]
+                   max_zip_ratio=int(settings.max_archive_ratio),  # type: ignore[attr-defined]
+                   max_file_bytes=int(settings.max_upload_bytes))  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_env(cls) -> "IngestLimits":
+        """:meth:`from_settings` of this process's settings (the defaults if they cannot be read)."""
+        from cluster.config import Settings
+
+        try:
+            return cls.from_settings(Settings.from_env())
+        except (ConfigError, InvalidInput, TypeError, ValueError):
+            return DEFAULT_LIMITS
 
 
 DEFAULT_LIMITS = IngestLimits()
@@ -188,7 +224,10 @@ _PIL_FORMAT = {"jpg": "JPEG", "png": "PNG", "bmp": "BMP", "webp": "WEBP"}
 
 def verify_image(name: str, data: bytes, ext: str,
                  limits: IngestLimits = DEFAULT_LIMITS) -> Frame | Rejected:
-    """Fully decode ``data`` (of type ``ext``) with PIL; a :class:`Frame` of the original bytes."""
+    """Fully decode ``data`` (of type ``ext``) with PIL; a :class:`Frame` of the original bytes.
+
+    The pixel size is read from the header (``Image.open`` decodes nothing) and checked against
+    ``limits.max_image_pixels`` before the decode, so a 20 KB 13000x13000 PNG costs no memory."""
     if len(data) > limits.max_image_bytes:
         return Rejected(name, f"image too large: more than {limits.max_image_bytes} bytes")
     early_end = _structural_truncation(data, ext)
@@ -237,18 +276,21 @@ def _structural_truncation(data: bytes, ext: str) -> str:
 
 def iter_upload(filename: str, data: bytes | bytearray | memoryview | BinaryIO, *,
                 max_video_frames: int | None = DEFAULT_MAX_VIDEO_FRAMES,
-                limits: IngestLimits = DEFAULT_LIMITS) -> Iterator[Frame | Rejected]:
+                limits: IngestLimits | None = None) -> Iterator[Frame | Rejected]:
     """Frames (or rejections) from one uploaded file, lazily, in a stable order.
 
     ``data`` is the whole content or a binary stream positioned at its start (seekable streams are
     used in place; others are spooled to a temporary file when a zip or video needs seeking).
     ``max_video_frames`` caps the frames kept from each video (``None``: no cap); the frames past
-    the cap are reported in one :class:`Rejected` named after the video.
+    the cap are reported in one :class:`Rejected` named after the video. ``limits`` defaults to
+    :meth:`IngestLimits.from_env`. ``filename`` is made safe first (:func:`safe_name`): every
+    name yielded is a relative path without ``..`` or control characters.
     """
     if max_video_frames is not None and max_video_frames < 1:
         raise InvalidInput("max_video_frames must be positive or None",
                            max_video_frames=max_video_frames)
-    caps = _Caps(limits, max_video_frames)
+    caps = _Caps(limits or IngestLimits.from_env(), max_video_frames)
+    filename = safe_name(filename)
     if isinstance(data, (bytes, bytearray, memoryview)):
         blob = bytes(data)
         return _dispatch(filename, detect(blob[:HEAD_SIZE]), blob, None, caps)
@@ -277,7 +319,14 @@ def _iter_stream(name: str, stream: BinaryIO, caps: _Caps) -> Iterator[Frame | R
         else:
             with tempfile.TemporaryFile(prefix="prelabel-ingest-") as spool:
                 spool.write(head)
-                shutil.copyfileobj(stream, spool, _COPY_CHUNK)
+                size = len(head)
+                while chunk := stream.read(_COPY_CHUNK):
+                    size += len(chunk)
+                    if size > caps.limits.max_file_bytes:
+                        yield Rejected(name, f"file too large: more than "
+                                             f"{caps.limits.max_file_bytes} bytes")
+                        return
+                    spool.write(chunk)
                 spool.seek(0)
                 yield from _dispatch(name, found, None, spool, caps)
     else:
@@ -295,7 +344,8 @@ def _dispatch(name: str, found: Detected, blob: bytes | None, stream: BinaryIO |
         from cluster.datasets.video import iter_video
 
         source = stream if stream is not None else io.BytesIO(blob)
-        yield from iter_video(name, source, fmt=found.fmt, max_frames=caps.max_video_frames)
+        yield from iter_video(name, source, fmt=found.fmt, max_frames=caps.max_video_frames,
+                              max_pixels=caps.limits.max_image_pixels)
     else:
         yield _not_accepted(name, found.what)
 
@@ -323,8 +373,9 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes:
 
 
 def _member_parts(raw: str) -> list[str]:
-    """Path components of a member name, made safe: no absolute paths, '.', '..' or backslashes."""
-    return [p for p in raw.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    """Path components of a member name, made safe: no absolute paths, '.', '..', backslashes or
+    control characters (see :func:`cluster.datasets.names.name_parts`)."""
+    return name_parts(raw)
 
 
 def _skipped_member(info: zipfile.ZipInfo, parts: list[str]) -> bool:
@@ -339,7 +390,7 @@ def iter_zip(archive: str, source: BinaryIO, *,
              max_video_frames: int | None = DEFAULT_MAX_VIDEO_FRAMES,
              limits: IngestLimits = DEFAULT_LIMITS) -> Iterator[Frame | Rejected]:
     """Expand a zip archive (seekable stream), one member at a time, in sorted name order."""
-    return _iter_zip(archive, source, _Caps(limits, max_video_frames))
+    return _iter_zip(safe_name(archive), source, _Caps(limits, max_video_frames))
 
 
 def _iter_zip(archive: str, source: BinaryIO, caps: _Caps) -> Iterator[Frame | Rejected]:
@@ -379,6 +430,10 @@ def _iter_zip(archive: str, source: BinaryIO, caps: _Caps) -> Iterator[Frame | R
             if info.flag_bits & 0x1:
                 yield Rejected(name, "encrypted zip member")
                 continue
+            bomb = _bomb_reason(info, limits)
+            if bomb:
+                yield Rejected(name, bomb)
+                continue
             try:
                 yield from _iter_member(zf, info, name, caps, budget)
             except _ZipBudgetExceeded:
@@ -393,6 +448,18 @@ def _iter_zip(archive: str, source: BinaryIO, caps: _Caps) -> Iterator[Frame | R
 
 class _ZipBudgetExceeded(Exception):
     pass
+
+
+def _bomb_reason(info: zipfile.ZipInfo, limits: IngestLimits) -> str:
+    """Why a member is refused as a zip bomb, from its header alone, or ``""``.
+
+    zipfile never returns more than the header's ``file_size`` (nor reads more than
+    ``compress_size``), so checking the header bounds what reading the member can produce."""
+    expanded, packed = info.file_size, max(1, info.compress_size)
+    if expanded > limits.ratio_floor and expanded > limits.max_zip_ratio * packed:
+        return (f"zip bomb refused: {expanded} bytes compressed into {info.compress_size} "
+                f"(ratio {expanded // packed}, limit {limits.max_zip_ratio}); not extracted")
+    return ""
 
 
 def _iter_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, caps: _Caps,
@@ -418,7 +485,8 @@ def _iter_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, caps: _C
                     spool.write(chunk)
                 spool.seek(0)
                 yield from iter_video(name, spool, fmt=found.fmt,
-                                      max_frames=caps.max_video_frames)
+                                      max_frames=caps.max_video_frames,
+                                      max_pixels=limits.max_image_pixels)
         elif found.kind == "zip":
             yield Rejected(name, "nested zip archives are not expanded")
         else:

@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 import av
 
-from cluster.datasets.ingest import Frame, Rejected
+from cluster.datasets.ingest import Frame, Rejected, Truncated
 
 JPEG_QUALITY = 95
 _DEMUXERS = {"mov", "avi", "matroska"}
@@ -25,7 +25,8 @@ def frame_name(video: str, index: int) -> str:
 
 
 def iter_video(name: str, source: BinaryIO | str, *, fmt: str | None = None,
-               max_frames: int | None = None) -> Iterator[Frame | Rejected]:
+               max_frames: int | None = None,
+               max_pixels: int | None = None) -> Iterator[Frame | Rejected]:
     """JPEG frames of ``source`` (a seekable binary stream or a path), decoded lazily.
 
     ``fmt`` forces the demuxer ("mov", "avi", "matroska") chosen from the magic bytes, so FFmpeg
@@ -33,7 +34,11 @@ def iter_video(name: str, source: BinaryIO | str, *, fmt: str | None = None,
     stops; the remaining frames are counted from the packets (not decoded) and reported in one
     :class:`Rejected` named after the video. A decoding error ends the video with a
     :class:`Rejected` naming the first frame that could not be read; fewer frames than the
-    container header declares (a cut-off AVI, frames FFmpeg skipped) are reported too.
+    container header declares (a cut-off AVI, frames FFmpeg skipped) are reported too, and so are
+    frames missing before the container's declared duration (a cut-off Matroska/WebM file, which
+    declares no frame count): a :class:`~cluster.datasets.ingest.Truncated` saying how many
+    frames were kept. A stream whose coded size exceeds ``max_pixels`` is refused before any
+    frame is decoded.
     """
     if fmt is not None and fmt not in _DEMUXERS:
         raise ValueError(f"unknown video demuxer {fmt!r}")
@@ -47,8 +52,14 @@ def iter_video(name: str, source: BinaryIO | str, *, fmt: str | None = None,
             yield Rejected(name, "no video stream in the file")
             return
         stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if max_pixels is not None and width * height > max_pixels:
+            yield Rejected(name, f"video frames too large: {width}x{height} pixels "
+                                 f"(limit {max_pixels}); not decoded")
+            return
         stream.thread_type = "AUTO"
         index = 0  # frames yielded
+        last_time: float | None = None  # presentation time of the last frame yielded
         packets = 0  # non-empty packets read: one per coded frame for the codecs we meet
         try:
             for packet in container.demux(stream):
@@ -61,6 +72,8 @@ def iter_video(name: str, source: BinaryIO | str, *, fmt: str | None = None,
                         break
                     yield _to_frame(name, index, decoded)
                     index += 1
+                    if decoded.time is not None:
+                        last_time = decoded.time if last_time is None else max(last_time, decoded.time)
         except _AV_ERRORS as exc:
             yield Rejected(frame_name(name, index),
                            f"corrupt video: decoding stopped after {index} frame(s): "
@@ -74,8 +87,15 @@ def iter_video(name: str, source: BinaryIO | str, *, fmt: str | None = None,
         elif index == 0:
             yield Rejected(name, "corrupt video: no decodable frames")
         elif stream.frames and index < stream.frames:
-            yield Rejected(name, f"truncated or damaged video: the header declares {stream.frames} "
-                                 f"frames, {stream.frames - index} could not be decoded")
+            yield Truncated(name, f"truncated or damaged video: the header declares {stream.frames} "
+                                  f"frames, {stream.frames - index} could not be decoded",
+                            kept=index)
+        elif not stream.frames:
+            missing = _missing_by_duration(container, stream, last_time)
+            if missing > 0:
+                yield Truncated(name, f"truncated video: kept {index} frame(s); its declared "
+                                      f"duration holds about {index + missing}, so about {missing} "
+                                      f"are missing", kept=index)
 
 
 def _to_frame(name: str, index: int, decoded: av.VideoFrame) -> Frame:
@@ -84,6 +104,24 @@ def _to_frame(name: str, index: int, decoded: av.VideoFrame) -> Frame:
     image.save(buffer, "JPEG", quality=JPEG_QUALITY)
     return Frame(name=frame_name(name, index), data=buffer.getvalue(), ext="jpg",
                  width=image.width, height=image.height)
+
+
+def _missing_by_duration(container: av.container.InputContainer, stream: av.VideoStream,
+                         last_time: float | None) -> int:
+    """Frames the declared duration holds after the last decoded one (0 if it cannot tell).
+
+    Matroska and WebM declare a duration, not a frame count: a file cut at half keeps its header
+    saying 2 s at 30 fps while only 0.9 s decodes. Less than 1.5 frame intervals short is noise."""
+    rate = stream.average_rate or stream.guessed_rate
+    if last_time is None or not rate or rate <= 0 or not container.duration:
+        return 0
+    interval = 1.0 / float(rate)
+    start = (container.start_time or 0) / av.time_base
+    declared_end = start + container.duration / av.time_base
+    short = declared_end - (last_time + interval)
+    if short < 1.5 * interval:
+        return 0
+    return int(round(short * float(rate)))
 
 
 def _count_packets(container: av.container.InputContainer, stream: av.VideoStream) -> int:

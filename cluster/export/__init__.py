@@ -19,6 +19,11 @@ in frame pixels; a mask's ``points`` (its bbox) are not needed, the box is compu
 
 ``failed``: optional iterable of ``{"frame", "name", "reason"}`` for frames that produced no result.
 
+Names: every frame name written (CVAT ``name``, COCO ``file_name``, failed lists) goes through
+:func:`cluster.datasets.names.safe_name` again, a second line of defence behind ingest: a relative
+path without ``..``, leading ``/``, backslashes or control characters (``frame_000012`` if nothing
+is left), since tools join these names to a directory of images.
+
 Bad data never aborts an export half-way: an invalid frame or shape is skipped and counted in the
 returned :class:`ExportSummary` (``skipped`` by reason, the first messages in ``problems``).
 Only arguments that make the whole export impossible (label ids that are not integers for
@@ -34,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from cluster.datasets.names import safe_name
 from cluster.errors import InvalidInput
 
 SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "mask", "tag")
@@ -104,6 +110,11 @@ def numeric_label_ids(labels: Mapping[str, str]) -> dict[str, int]:
     return ids
 
 
+def export_name(raw: Any, frame: int) -> str:
+    """A stored frame name as it is exported: made safe (see "Names" above)."""
+    return safe_name(str(raw), fallback=f"frame_{frame:06d}")
+
+
 def iter_frames(frames: Iterable[Mapping[str, Any]],
                 summary: ExportSummary) -> Iterator[FrameResult]:
     """Validated frames; malformed, duplicate or out-of-order ones are skipped and counted."""
@@ -111,7 +122,7 @@ def iter_frames(frames: Iterable[Mapping[str, Any]],
     for raw in frames:
         try:
             frame = int(raw["frame"])
-            name = str(raw["name"])
+            name = export_name(raw["name"], frame)
             width, height = int(raw["width"]), int(raw["height"])
             shapes = list(raw.get("shapes") or ())
         except (KeyError, TypeError, ValueError) as exc:
@@ -186,7 +197,8 @@ def parse_shape(raw: Any, frame: FrameResult, labels: Mapping[str, str],
 def iter_failed(failed: Iterable[Mapping[str, Any]] | None) -> Iterator[Failed]:
     for raw in failed or ():
         try:
-            yield Failed(int(raw["frame"]), str(raw.get("name", "")), str(raw.get("reason", "")))
+            frame = int(raw["frame"])
+            yield Failed(frame, export_name(raw.get("name", ""), frame), str(raw.get("reason", "")))
         except (KeyError, TypeError, ValueError):
             continue
 
