@@ -336,10 +336,10 @@ def test_png_masks_to_a_directory_with_unique_names(tmp_path, coins):
 
 
 def test_png_mask_values_must_fit_in_a_byte(frames):
-    with pytest.raises(InvalidInput, match="1..255"):
+    with pytest.raises(InvalidInput, match="0..255"):
         write_masks(iter(frames), {"256": "big"}, zipfile.ZipFile(io.BytesIO(), "w"))
-    with pytest.raises(InvalidInput, match="1..255"):
-        write_masks(iter(frames), {"0": "background"}, zipfile.ZipFile(io.BytesIO(), "w"))
+    with pytest.raises(InvalidInput, match="no value left for the background"):
+        write_masks(iter(frames), {"0": "person", "255": "void"}, zipfile.ZipFile(io.BytesIO(), "w"))
 
 
 # ---------------------------------------------------------------------------------------------

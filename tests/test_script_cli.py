@@ -244,14 +244,14 @@ def test_run_refuses_bad_inputs_with_a_clear_error(tmp_path):
     np.savez(tmp_path / "objects.npz", det=np.array([{"a": 1}], dtype=object))
     np.save(tmp_path / "single.npy", np.zeros(3))
     np.savez(tmp_path / "ok.npz", det=np.zeros(3))
-    (tmp_path / "labels.json").write_text('{"label_map": {"0": "background"}}')
+    (tmp_path / "labels.json").write_text('{"label_map": {"256": "too big"}}')
     cases = [
         (("--outputs", tmp_path / "objects.npz", "--frame", "10x10"), "object arrays"),
         (("--outputs", tmp_path / "single.npy", "--frame", "10x10"), "numpy.savez"),
         (("--outputs", tmp_path / "nothing.npz", "--frame", "10x10"), "cannot read"),
         (("--outputs", tmp_path / "ok.npz", "--frame", "10by10"), "WIDTHxHEIGHT"),
         (("--outputs", tmp_path / "ok.npz", "--frame", "10x10", "--labels", tmp_path / "labels.json"),
-         "between 1 and 255"),
+         "between 0 and 255"),
     ]
     for args, text in cases:
         out = prelabel_script("run", script, *args)

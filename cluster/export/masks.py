@@ -1,5 +1,10 @@
-"""PNG class masks: one 8-bit palette PNG per frame, pixel value = ``int(label id)``, 0 =
-background, shapes painted in order (later shapes over earlier ones). The palette is PASCAL VOC's
+"""PNG class masks: one 8-bit palette PNG per frame, pixel value = ``int(label id)``, shapes
+painted in order (later shapes over earlier ones).
+
+Background: pixel value 0, unless a label has id 0 (CVAT's YOLO maps start at ``"0": "person"``);
+then the background is 255 (the "void" value of VOC and Cityscapes), so a label is never confused
+with the background, and label ids 0..254 are allowed. Ids 0 and 255 together leave no value for
+the background and are refused. ``labels.txt`` always names the background value on its first line. The palette is PASCAL VOC's
 (0 black, 1 dark red, 2 dark green, ...): tools read the values, people see the classes (as plain
 grey levels 1, 2, 3 they looked black).
 
@@ -9,7 +14,8 @@ grey levels 1, 2, 3 they looked black).
   (what pycocotools gives for the same box as a polygon);
 * polylines, points and tags cover no area: skipped and counted in the summary.
 
-Files: ``labels.txt`` (``value<TAB>name`` per line, ``0<TAB>background`` first), one
+Files: ``labels.txt`` (``value<TAB>name`` per line, ``<background value><TAB>background`` first,
+then the labels by value), one
 ``<sanitised name>.png`` per frame (image extension dropped, characters outside
 ``[A-Za-z0-9._-]`` replaced by ``_``, made unique with ``_<frame>``), and ``failed.txt``
 (``frame<TAB>name<TAB>reason``) when ``failed`` is given and not empty. PNGs are stored
@@ -154,9 +160,24 @@ def fill_polygon(canvas: np.ndarray, points: list[float], value: int) -> None:
         canvas[rows[0]:rows[-1] + 1, left:right][inside] = value
 
 
+def background_value(values: Mapping[str, int]) -> int:
+    """The background's pixel value for these label values: 0, or 255 if a label is 0."""
+    for key, value in values.items():
+        if not 0 <= value <= 255:
+            raise InvalidInput(f"label id {key!r} cannot be a mask value: 8-bit masks need 0..255",
+                               label=key)
+    used = set(values.values())
+    if 0 not in used:
+        return 0
+    if 255 in used:
+        raise InvalidInput("label ids 0 and 255 both used: 8-bit masks have no value left for the "
+                           "background (renumber one label)", labels=sorted(values))
+    return 255
+
+
 def _render(frame: FrameResult, labels: Mapping[str, str], values: Mapping[str, int],
-            summary: ExportSummary) -> tuple[bytes, int]:
-    canvas = np.zeros((frame.height, frame.width), dtype=np.uint8)
+            summary: ExportSummary, background: int = 0) -> tuple[bytes, int]:
+    canvas = np.full((frame.height, frame.width), background, dtype=np.uint8)
     painted = 0
     for raw in frame.shapes:
         shape = parse_shape(raw, frame, labels, summary)
@@ -194,17 +215,14 @@ def write_masks(frames: Iterable[Mapping[str, Any]], labels: Mapping[str, str],
     """Write class-mask PNGs into ``out``: an open :class:`zipfile.ZipFile` or a directory."""
     labels = check_labels(labels)
     values = numeric_label_ids(labels)
-    for key, value in values.items():
-        if not 1 <= value <= 255:
-            raise InvalidInput(f"label id {key!r} cannot be a mask value: 8-bit masks need 1..255",
-                               label=key)
+    background = background_value(values)
     sink = _Sink(out)
     summary = ExportSummary()
-    lines = ["0\tbackground"] + [f"{v}\t{labels[k]}" for k, v in sorted(values.items(),
-                                                                         key=lambda kv: kv[1])]
+    lines = [f"{background}\tbackground"] + [f"{v}\t{labels[k]}" for k, v in sorted(
+        values.items(), key=lambda kv: kv[1])]
     sink.write(LABELS_FILE, ("\n".join(lines) + "\n").encode("utf-8"))
     for frame in iter_frames(frames, summary):
-        png, painted = _render(frame, labels, values, summary)
+        png, painted = _render(frame, labels, values, summary, background)
         sink.write(sink.unique(mask_filename(frame.name, frame.frame), frame.frame), png,
                    stored=True)
         summary.frames += 1

@@ -59,11 +59,16 @@ def parse_label_map(data: bytes) -> dict[str, str]:
             number = int(str(key))
         except ValueError:
             raise InvalidInput(f"label id {key!r} is not an integer") from None
-        if number < 1 or number > 255:
-            raise InvalidInput(f"label id {key!r} must be between 1 and 255 (0 is the background in masks)")
+        if number < 0 or number > 255:
+            raise InvalidInput(f"label id {key!r} must be between 0 and 255 (a mask pixel is one byte)")
         if not isinstance(name, str) or not name.strip():
             raise InvalidInput(f"label {key!r} needs a non-empty name")
+        if str(number) in labels:
+            raise InvalidInput(f"label id {key!r} appears twice in the label map")
         labels[str(number)] = name.strip()
+    if "0" in labels and "255" in labels:
+        raise InvalidInput("label ids 0 and 255 cannot both be used: mask exports need one byte "
+                           "value for the background (it is 255 when a label has id 0)")
     return labels
 
 
