@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(
         PRELABEL_SETTINGS=settings,
         SECRET_KEY=settings.secret_key,
-        MAX_CONTENT_LENGTH=4 * 1024**3,
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,  # one request: PRELABEL_MAX_UPLOAD_BYTES
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         JSON_SORT_KEYS=False,
