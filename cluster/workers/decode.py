@@ -1,8 +1,20 @@
-"""Decoding stored frames into RGB arrays, with errors that name the frame and the reason."""
+"""Decoding stored frames into RGB arrays, with errors that name the frame and the reason.
+
+Big frames are bounded twice. The pixel size is read from the header (``Image.open`` decodes
+nothing) and a frame over ``Settings.max_frame_pixels`` fails with its reason, never decoded
+(ingest refuses such files, but frames stored before the limit, or under a larger one, exist).
+And decodes take a share of a per-process pixel budget of ``max_frame_pixels``, weighted by the
+frame's pixels: the fetch threads decode small frames freely, but a frame of more than half the
+limit decodes alone, so a worker never holds two oversized frames' buffers at once (one 13000x13000
+PNG took a worker from 218 MB to 1.7 GB, four of them to 6.1 GB).
+"""
 
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +25,68 @@ from cluster.errors import FrameError
 from cluster.models.preprocessing import Preprocessing, resizes_on_host
 
 _cv2: Any = None
+
+DEFAULT_MAX_FRAME_PIXELS = 40_000_000
+#: Frames below this many pixels (about 4K UHD / 2) decode without waiting for the budget.
+FREE_PIXELS = 4_000_000
+
+
+class PixelBudget:
+    """A semaphore weighted by pixels: decodes hold ``min(pixels, capacity)`` of ``capacity``."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("the pixel budget must be positive")
+        self.capacity = int(capacity)
+        self._free = self.capacity
+        self._cond = threading.Condition()
+        self.peak_held = 0  # the most pixels held at once (for tests and metrics)
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        weight = min(int(pixels), self.capacity)
+        if weight < FREE_PIXELS:
+            yield
+            return
+        with self._cond:
+            self._cond.wait_for(lambda: self._free >= weight)
+            self._free -= weight
+            self.peak_held = max(self.peak_held, self.capacity - self._free)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._free += weight
+                self._cond.notify_all()
+
+
+_limit_lock = threading.Lock()
+_budget: PixelBudget | None = None
+
+
+def configure(max_frame_pixels: int) -> PixelBudget:
+    """Set this process's frame pixel limit (and the decode budget, of the same size)."""
+    global _budget
+    with _limit_lock:
+        _budget = PixelBudget(int(max_frame_pixels))
+        return _budget
+
+
+def pixel_budget() -> PixelBudget:
+    """This process's budget: :func:`configure`'d, or from ``PRELABEL_MAX_FRAME_PIXELS``."""
+    global _budget
+    if _budget is None:
+        with _limit_lock:
+            if _budget is None:
+                from cluster.config import Settings
+                from cluster.errors import ConfigError
+
+                try:
+                    limit = int(Settings.from_env().max_frame_pixels)
+                except (ConfigError, TypeError, ValueError):
+                    limit = DEFAULT_MAX_FRAME_PIXELS
+                _budget = PixelBudget(max(1, limit))
+    return _budget
 
 
 def _resize(image: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
@@ -36,12 +110,19 @@ def decode_rgb(data: bytes, name: str, target: tuple[int, int] | None = None, *,
     larger than it is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (never below the target),
     which is several times cheaper. With ``resize`` ("linear" or "nearest") as well, the image is
     then resampled to exactly ``target`` (see ``_resize``); otherwise the graph resizes.
-    Scripts always get the stored frame's size, whatever size inference saw."""
+    Scripts always get the stored frame's size, whatever size inference saw. A frame larger than
+    the pixel limit fails from its header, before any decode (see the module doc)."""
+    budget = pixel_budget()
     try:
         with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if width * height > budget.capacity:
+                raise FrameError(f"{name}: frame too large: {width}x{height} pixels (limit "
+                                 f"{budget.capacity}, PRELABEL_MAX_FRAME_PIXELS); not decoded")
             if target is not None and img.format == "JPEG":
                 img.draft("RGB", target)
-            rgb = np.asarray(img.convert("RGB"))
+            with budget.hold(img.size[0] * img.size[1]):
+                rgb = np.asarray(img.convert("RGB"))
         if resize is not None and target is not None and (rgb.shape[1], rgb.shape[0]) != tuple(target):
             rgb = _resize(rgb, (int(target[0]), int(target[1])), resize)
         return rgb
