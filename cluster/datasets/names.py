@@ -3,9 +3,10 @@
 A frame's name comes from the uploader (a file name, a zip member, a folder path) and ends up in
 CVAT XML, COCO ``file_name`` and mask file names, which other tools join to a directory. So a name
 is a relative POSIX path of plain parts: backslashes are separators (a Windows zip), empty, ``.``
-and ``..`` parts are dropped (``../../tmp/x.jpg`` becomes ``tmp/x.jpg``, ``/etc/x.jpg`` becomes
-``etc/x.jpg``, a leading Windows drive ``C:`` too), control and format characters (NUL, newlines, bidi overrides) are removed, each
-part is at most 255 bytes of UTF-8 and the whole at most 1024; nothing left gives ``fallback``.
+parts are dropped, ``..`` resolved and dropped above the top (``a/../b.jpg`` is ``b.jpg``,
+``../../tmp/x.jpg`` becomes ``tmp/x.jpg``, ``/etc/x.jpg`` becomes ``etc/x.jpg``, a leading
+Windows drive ``C:`` goes too), control and format characters (NUL, newlines, bidi overrides) are
+removed, each part is at most 255 bytes of UTF-8 and the whole at most 1024; nothing left gives ``fallback``.
 Normalising is idempotent, and a name that is already safe is returned unchanged.
 """
 
@@ -23,7 +24,11 @@ def name_parts(raw: str) -> list[str]:
     parts = []
     for part in text.replace("\\", "/").split("/"):
         part = part.strip()
-        if part in ("", ".", ".."):
+        if part == "..":
+            if parts:
+                parts.pop()  # "a/../b.jpg" is "b.jpg"; a ".." above the top is dropped
+            continue
+        if part in ("", "."):
             continue
         parts.append(_clip(part, MAX_PART_BYTES))
     if parts and len(parts[0]) == 2 and parts[0][1] == ":" and parts[0][0].isascii() and parts[0][0].isalpha():
