@@ -479,6 +479,11 @@ def _iter_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, caps: _C
         elif found.kind == "video":
             from cluster.datasets.video import iter_video
 
+            free = shutil.disk_usage(tempfile.gettempdir()).free
+            if info.file_size + (256 << 20) > free:
+                yield Rejected(name, f"video of {info.file_size} bytes not extracted: only {free} "
+                                     f"bytes free in {tempfile.gettempdir()}")
+                return
             with tempfile.TemporaryFile(prefix="prelabel-ingest-") as spool:
                 spool.write(head)
                 while chunk := _read_budgeted(member, _COPY_CHUNK, budget):

@@ -128,7 +128,9 @@ def decode_rgb(data: bytes, name: str, target: tuple[int, int] | None = None, *,
         return rgb
     except UnidentifiedImageError as exc:
         raise FrameError(f"{name}: not a decodable image") from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # PIL's own cap (2 x MAX_IMAGE_PIXELS), from the header
+        raise FrameError(f"{name}: frame too large: {str(exc).rstrip('.')}; not decoded") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise FrameError(f"{name}: corrupt image: {exc}") from exc
 
 
