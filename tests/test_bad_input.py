@@ -408,3 +408,56 @@ def test_over_the_api_a_label_0_model_runs_and_its_exports_keep_label_0_and_safe
     assert [a["category_id"] for a in coco["annotations"]] == [0]
     cvat = client.request("GET", f"/api/jobs/{job['id']}/export", params={"format": "cvat"}).text
     assert 'name="tmp/evil_upload.jpg"' in cvat and 'label="person"' in cvat
+
+
+def test_over_the_api_a_worker_fails_a_stored_13000x13000_frame_with_its_reason_and_stays_small(
+        cluster, label0, huge_png):
+    """A frame stored before the limit (or under a larger one) reaches a worker: it fails with its
+    reason, from the header, and the worker's memory does not move (it grew 1.5 GB per such frame)."""
+    import hashlib
+    import time
+
+    from cluster.storage import Keys, open_store
+    from cluster.store import Store
+
+    client, model = label0
+    dataset = client.post("/api/datasets", json={"name": "stored-huge"})
+    client.upload(dataset["id"], "before.jpg", io.BytesIO(_jpeg(8)))
+    digest = hashlib.sha256(huge_png).hexdigest()
+    key = Keys.frame(dataset["id"], digest, "png")
+    open_store(cluster).put_bytes(key, huge_png, "image/png")
+    store = Store.from_settings(cluster)
+    store.datasets.add_frame(dataset["id"], name="huge.png", digest=digest, key=key, width=13000, height=13000)
+    client.upload(dataset["id"], "after.jpg", io.BytesIO(_jpeg(9)))
+    warm = client.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"], "frames": "0"})
+    assert wait_job(client, warm["id"])["state"] == "completed"  # the model is loaded before measuring
+
+    workers = [psutil.Process(w["pid"]) for w in store.workers.all() if psutil.pid_exists(w["pid"])]
+    assert workers
+    before = {p.pid: p.memory_info().rss for p in workers}
+    peak = dict(before)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for p in workers:
+                try:
+                    peak[p.pid] = max(peak[p.pid], p.memory_info().rss)
+                except psutil.Error:
+                    pass
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        job = client.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"]})
+        final = wait_job(client, job["id"])
+    finally:
+        done.set()
+        sampler.join()
+    assert final["frames_done"] == 2 and final["frames_failed"] == 1
+    (failed,) = client.get(f"/api/jobs/{job['id']}/failed")
+    assert failed["frame"] == 1 and "frame too large: 13000x13000 pixels (limit 40000000" in failed["reason"]
+    grown = max(peak[pid] - before[pid] for pid in before)
+    print(f"\nworker RSS before {max(before.values()) >> 20} MB, peak growth {grown >> 20} MB")
+    assert grown < 300 << 20
