@@ -59,6 +59,8 @@ class ApiClient:
             response = self.http.request(method, self.base + path, timeout=self.timeout, stream=stream, **kwargs)
         except requests.ConnectionError as exc:
             raise ServiceUnavailable(f"cannot reach the Prelabel API at {self.base}: {exc}") from exc
+        except requests.RequestException as exc:  # a bad URL, a timeout, a body that cannot be sent
+            raise ServiceUnavailable(f"request to the Prelabel API at {self.base} failed: {exc}") from exc
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -67,11 +69,21 @@ class ApiClient:
                 raise ApiError(response.status_code, "error", response.text[:500]) from None
         return response
 
+    def _json(self, response: requests.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(response.status_code, "error", f"{response.url} did not answer with JSON: is "
+                           f"{self.base} a Prelabel API?") from None
+
     def get(self, path: str, **kw: Any) -> Any:
-        return self.request("GET", path, **kw).json()
+        return self._json(self.request("GET", path, **kw))
 
     def post(self, path: str, **kw: Any) -> Any:
-        return self.request("POST", path, **kw).json()
+        return self._json(self.request("POST", path, **kw))
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self._json(self.request("DELETE", path, **kw))
 
     # -- conveniences used by several commands --------------------------------------------------
     def ensure_dataset(self, name: str) -> dict[str, Any]:
@@ -89,9 +101,13 @@ class ApiClient:
         response = self.request("GET", path, stream=True)
         size = 0
         tmp = target.with_name(target.name + ".part")
-        with open(tmp, "wb") as out:
-            for block in response.iter_content(1 << 20):
-                out.write(block)
-                size += len(block)
-        tmp.replace(target)
+        try:
+            with open(tmp, "wb") as out:
+                for block in response.iter_content(1 << 20):
+                    out.write(block)
+                    size += len(block)
+            tmp.replace(target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return size

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cluster.cli.checks import floats, open_input, port, positive_int, threshold
 from cluster.config import Settings
 from cluster.errors import PrelabelError
 
@@ -90,21 +91,49 @@ def _client():
 def cmd_datasets_add(args: argparse.Namespace) -> int:
     from cluster.datasets.ingest import iter_paths
 
+    from cluster.cli.client import ApiError
+
+    files = list(iter_paths([Path(p) for p in args.paths]))  # every path checked before anything is sent
+    for _, path in files:
+        open_input("datasets add", str(path)).close()
     client = _client()
-    dataset = client.ensure_dataset(args.name)
-    added = rejected = 0
-    for name, path in iter_paths([Path(p) for p in args.paths]):
-        with open(path, "rb") as f:
-            report = client.upload(dataset["id"], name, f)
-        added += len(report["added"])
-        for r in report["rejected"]:
-            rejected += 1
-            print(f"rejected {r['name']}: {r['reason']}", file=sys.stderr)
-        print(f"{name}: {len(report['added'])} frame(s)", file=sys.stderr)
+    try:
+        dataset, created = client.get(f"/api/datasets/{args.name}"), False
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        dataset, created = client.post("/api/datasets", json={"name": args.name}), True
+    added = duplicate = rejected = 0
+    try:
+        for name, path in files:
+            with open_input("datasets add", str(path)) as f:
+                report = client.upload(dataset["id"], name, f)
+            # Older servers list duplicates under "added" with "new": false.
+            frames = report["added"] + report.get("duplicate", [])
+            new = sum(1 for r in frames if r.get("new", True))
+            added += new
+            duplicate += len(frames) - new
+            for r in report["rejected"]:
+                rejected += 1
+                print(f"rejected {r['name']}: {r['reason']}", file=sys.stderr)
+            print(f"{name}: {new} frame(s) added, {len(frames) - new} duplicate(s), "
+                  f"{len(report['rejected'])} rejected", file=sys.stderr)
+    except (PrelabelError, OSError) as exc:
+        # All or nothing: the dataset this call created goes; one that existed keeps what it had.
+        message = getattr(exc, "message", None) or str(exc)
+        if created:
+            try:
+                client.delete(f"/api/datasets/{dataset['id']}")
+                message += f"; dataset {args.name!r} (created by this command) was removed"
+            except PrelabelError as undo:
+                message += f"; dataset {args.name!r} could not be removed: {undo.message}"
+        elif added:
+            message += f"; {added} frame(s) were added to {args.name!r} before this failure"
+        raise PrelabelError(message) from None
     dataset = client.get(f"/api/datasets/{dataset['id']}")
-    print(json.dumps({"dataset": dataset["id"], "name": dataset["name"], "added": added, "rejected": rejected,
-                      "frame_count": dataset["frame_count"]}))
-    return 0 if added or not rejected else 1
+    print(json.dumps({"dataset": dataset["id"], "name": dataset["name"], "added": added, "duplicate": duplicate,
+                      "rejected": rejected, "frame_count": dataset["frame_count"]}))
+    return 0 if added or duplicate or not rejected else 1
 
 
 def cmd_datasets_list(args: argparse.Namespace) -> int:
@@ -120,30 +149,34 @@ def _preprocessing_from_args(args: argparse.Namespace) -> dict[str, Any]:
             w, h = (int(v) for v in args.input_size.lower().split("x"))
         except ValueError:
             raise PrelabelError(f"--input-size takes WIDTHxHEIGHT, got {args.input_size!r}") from None
+        if not (1 <= w <= 65536 and 1 <= h <= 65536):
+            raise PrelabelError(f"--input-size: width and height must be between 1 and 65536, got {args.input_size!r}")
         prep.update(width=w, height=h)
     if args.layout:
         prep["layout"] = args.layout.upper()
     if args.color:
         prep["color"] = args.color.upper()
     if args.mean:
-        prep["mean"] = [float(v) for v in args.mean.split(",")]
+        prep["mean"] = floats("--mean", args.mean)
     if args.scale:
-        prep["scale"] = [float(v) for v in args.scale.split(",")]
+        prep["scale"] = floats("--scale", args.scale)
     if args.resize:
         prep["resize"] = args.resize
     return prep
 
 
 def cmd_models_add(args: argparse.Namespace) -> int:
-    client = _client()
-    files = [("model", (Path(args.model).name, open(args.model, "rb"))),
-             ("labels", (Path(args.labels).name, open(args.labels, "rb"))),
-             ("script", (Path(args.script).name, open(args.script, "rb")))]
+    prep = _preprocessing_from_args(args)
+    named = [("model", args.model), ("labels", args.labels), ("script", args.script)]
     if args.weights:
-        files.append(("weights", (Path(args.weights).name, open(args.weights, "rb"))))
+        named.append(("weights", args.weights))
+    client = _client()
+    files: list[tuple[str, tuple[str, Any]]] = []
     try:
+        for field, path in named:  # each file checked (exists, not a folder, readable) before anything is sent
+            files.append((field, (Path(path).name, open_input(f"--{field}", path))))
         record = client.post("/api/models", files=files, data={
-            "name": args.name, "preprocessing": json.dumps(_preprocessing_from_args(args)),
+            "name": args.name, "preprocessing": json.dumps(prep),
             "trusted": "true" if args.trusted else "false",
             **({"threshold": str(args.threshold)} if args.threshold is not None else {})})
     finally:
@@ -206,7 +239,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from cluster.cli.export import export_job
 
-    path = export_job(_client(), args.job, args.format, Path(args.output))
+    path = export_job(_client(), args.job, args.format, Path(args.output), force=args.force, partial=args.partial)
     print(path)
     return 0
 
@@ -217,15 +250,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(data_dir=args.data_dir, out_dir=Path(args.out), port=args.port)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes in one line, ``prelabel: error: ...`` (exit 2), as every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"prelabel: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prelabel", description="Auto-annotate image datasets with OpenVINO models.")
+    p = _Parser(prog="prelabel", description="Auto-annotate image datasets with OpenVINO models.")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("up", help="start a local cluster: Valkey, SeaweedFS S3, workers, dashboard")
     s.add_argument("--data-dir")
     s.add_argument("--devices", default=None, help="comma-separated OpenVINO devices, one worker each (CPU)")
-    s.add_argument("--port", type=int, default=None)
+    s.add_argument("--port", type=port, default=None)
     s.set_defaults(func=cmd_up)
 
     s = sub.add_parser("down", help="stop the local cluster started by `prelabel up`")
@@ -237,10 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("dashboard", help="serve the dashboard and API under gunicorn (the container role)")
     s.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
-    s.add_argument("--port", type=int, default=None, help="app port (PRELABEL_PORT, default 8080); /metrics is "
+    s.add_argument("--port", type=port, default=None, help="app port (PRELABEL_PORT, default 8080); /metrics is "
                    "served on PRELABEL_DASHBOARD_METRICS_PORT alone when that is set")
-    s.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
-    s.add_argument("--threads", type=int, default=4, help="threads per worker process")
+    s.add_argument("--workers", type=positive_int, default=2, help="gunicorn worker processes")
+    s.add_argument("--threads", type=positive_int, default=4, help="threads per worker process")
     s.set_defaults(func=cmd_dashboard)
 
     admin = sub.add_parser("admin", help="cluster administration").add_subparsers(dest="admin_command", required=True)
@@ -282,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", help="comma-separated per-channel scale (divisor)")
     s.add_argument("--resize", choices=["linear", "nearest", "cubic"])
     s.add_argument("--trusted", action="store_true", help="admins only: run the script as full Python")
-    s.add_argument("--threshold", type=float, default=None,
+    s.add_argument("--threshold", type=threshold, default=None,
                    help="the score threshold jobs of this model use unless they set one (default 0.5)")
     s.set_defaults(func=cmd_models_add)
     s = ms.add_parser("list")
@@ -301,8 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True)
     s.add_argument("--device", default="CPU")
     s.add_argument("--frames", help="START-END[:STEP], END inclusive (default: all)")
-    s.add_argument("--threshold", type=float, default=None, help="the model's own default when left out")
-    s.add_argument("--chunk-size", type=int, default=None)
+    s.add_argument("--threshold", type=threshold, default=None, help="the model's own default when left out")
+    s.add_argument("--chunk-size", type=positive_int, default=None)
     s.add_argument("--wait", action="store_true", help="show a progress bar until the job ends")
     s.set_defaults(func=cmd_annotate)
 
@@ -315,12 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("job")
     s.add_argument("--format", choices=["cvat", "coco", "masks"], required=True)
     s.add_argument("-o", "--output", required=True)
+    s.add_argument("--force", action="store_true", help="overwrite an existing file (or unpack into a non-empty folder)")
+    s.add_argument("--partial", action="store_true", help="export a job that has not finished: what is done so far")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("demo", help="the whole path on real data, from nothing to exports")
     s.add_argument("--data-dir")
     s.add_argument("--out", default="prelabel-demo")
-    s.add_argument("--port", type=int, default=None)
+    s.add_argument("--port", type=port, default=None)
     s.set_defaults(func=cmd_demo)
 
     from cluster.cli.script import add_script_parser
@@ -336,10 +378,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PrelabelError as exc:
-        print(f"prelabel: error: {exc.message}", file=sys.stderr)
+        print(f"prelabel: error: {_one_line(exc.message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a file or socket the command touched: say which and why, no traceback
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"prelabel: error:{where} {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug, not a user mistake: still one line; -v shows the traceback
+        if args.verbose:
+            logging.exception("unexpected error")
+        print(f"prelabel: error: unexpected {type(exc).__name__}: {_one_line(str(exc))} "
+              "(run with -v for details)", file=sys.stderr)
+        return 1
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
 
 
 if __name__ == "__main__":

@@ -216,6 +216,8 @@ def _run_once(args: argparse.Namespace, source: str, labels: dict[str, str], out
 
 def add_script_parser(sub: Any) -> argparse.ArgumentParser:
     """Add `script check` and `script run` to a subparsers object (``parser.add_subparsers()``)."""
+    from cluster.cli.checks import positive_seconds, threshold
+
     script = sub.add_parser("script", help="check or try an interpretation script locally",
                             description="Check or try an interpretation script locally, with the workers' own "
                                         "checks and isolated runtime. See docs/scripts.md.")
@@ -235,9 +237,9 @@ def add_script_parser(sub: Any) -> argparse.ArgumentParser:
                    help='label map: CVAT\'s {"label_map": {"1": "person"}} or the bare mapping '
                         f"(default {json.dumps(DEFAULT_LABELS)})")
     s.add_argument("--trusted", action="store_true", help="run as an admin's trusted script (full Python)")
-    s.add_argument("--threshold", type=float, default=0.5, help="context['threshold'] (default 0.5)")
+    s.add_argument("--threshold", type=threshold, default=0.5, help="context['threshold'] (default 0.5)")
     s.add_argument("--name", help="the frame's name as the script sees it (default: the .npz file's stem)")
-    s.add_argument("--timeout", type=float, default=None,
+    s.add_argument("--timeout", type=positive_seconds, default=None,
                    help="seconds for the call (default: PRELABEL_SCRIPT_TIMEOUT, 30)")
     s.set_defaults(func=cmd_script_run)
     return script

@@ -2,6 +2,10 @@
 
 The object is written before the frame is listed, so a frame number never points at a missing
 object; a retried upload writes the same key and finds the frame already listed.
+
+A file's frames are reported in three lists: ``added`` (new frames), ``duplicate`` (the same name
+and content was already in the dataset: nothing was added) and ``rejected`` (not an image, corrupt,
+too big: with the reason).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "bmp": "image/bmp", "w
 
 def add_upload(store: Store, objects: ObjectStore, dataset: dict[str, Any], filename: str, data: BinaryIO) -> dict[str, list]:
     added: list[dict[str, Any]] = []
+    duplicate: list[dict[str, Any]] = []
     rejected: list[dict[str, str]] = []
     for item in iter_upload(filename, data):
         if isinstance(item, Rejected):
@@ -30,5 +35,12 @@ def add_upload(store: Store, objects: ObjectStore, dataset: dict[str, Any], file
         number, new = store.datasets.add_frame(
             dataset["id"], name=item.name, digest=digest, key=key, width=item.width, height=item.height
         )
-        added.append({"frame": number, "name": item.name, "new": new, "width": item.width, "height": item.height})
-    return {"added": added, "rejected": rejected}
+        record = {"frame": number, "name": item.name, "new": new, "width": item.width, "height": item.height}
+        (added if new else duplicate).append(record)
+    return {"added": added, "duplicate": duplicate, "rejected": rejected}
+
+
+def delete_dataset(store: Store, objects: ObjectStore, dataset: dict[str, Any]) -> None:
+    """Remove a dataset and its frames' objects (the frame list first: no frame points at a missing object)."""
+    store.datasets.delete(dataset)
+    objects.delete_prefix(f"datasets/{dataset['id']}/")

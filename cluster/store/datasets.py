@@ -48,6 +48,15 @@ class DatasetStore(OwnedRecords):
             )
         return int(n), bool(created)
 
+    def delete(self, record: dict[str, Any]) -> None:
+        """Remove a dataset's record, name, frame list and identities (its S3 objects are the caller's)."""
+        with redis_errors("delete a dataset"):
+            pipe = self.r.pipeline()
+            pipe.hdel(self._names(record["owner"]), record["name"])
+            pipe.zrem(self._index(), record["id"])
+            pipe.delete(self.key(record["id"]), self._frames(record["id"]), self.key(record["id"]) + ":identity")
+            pipe.execute()
+
     def frame_count(self, dataset_id: str) -> int:
         with redis_errors("count frames"):
             return int(self.r.llen(self._frames(dataset_id)))

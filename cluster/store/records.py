@@ -98,6 +98,16 @@ class OwnedRecords:
                     break
         return out
 
+    def any_with(self, field: str, value: Any) -> str | None:
+        """The id of some record whose ``field`` is ``value`` (any owner), or None. A scan: for rare calls."""
+        with redis_errors(f"list {self.kind}s"):
+            ids = self.r.zrevrange(self._index(), 0, -1)
+            for record_id in ids:
+                raw = self.r.hget(self.key(record_id), field)
+                if raw is not None and loads(raw) == value:
+                    return record_id
+        return None
+
     def update(self, record_id: str, **fields: Any) -> None:
         with redis_errors(f"update a {self.kind}"):
             self.r.hset(self.key(record_id), mapping={k: dumps(v) for k, v in fields.items()})

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from cluster.dashboard.api.inputs import MAX_INDEX, int_arg, json_object, string_field
 from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
-from cluster.datasets.service import CONTENT_TYPES, add_upload
-from cluster.errors import InvalidInput
+from cluster.datasets.service import CONTENT_TYPES, add_upload, delete_dataset
+from cluster.errors import Conflict, InvalidInput, NotFound
 
 bp = Blueprint("datasets", __name__)
 
@@ -17,14 +18,28 @@ def list_datasets():
 
 @bp.post("/datasets")
 def create_dataset():
-    body = request.get_json(silent=True) or {}
-    dataset = clients().store.datasets.create(api_user(), str(body.get("name", "")))
+    body = json_object()
+    dataset = clients().store.datasets.create(api_user(), string_field(body, "name"))
     return jsonify(dataset), 201
 
 
 @bp.get("/datasets/<ref>")
 def get_dataset(ref: str):
     return jsonify(clients().store.datasets.get(api_user(), ref))
+
+
+@bp.delete("/datasets/<ref>")
+def remove_dataset(ref: str):
+    """Delete a dataset no job uses (`prelabel datasets add` removes the one it created when it fails)."""
+    c = clients()
+    user = api_user()
+    dataset = c.store.datasets.get(user, ref)
+    c.store.datasets.require_owner(user, dataset)
+    job = c.store.jobs.any_with("dataset", dataset["id"])
+    if job:
+        raise Conflict(f"dataset {dataset['name']!r} is used by job {job}; it cannot be deleted")
+    delete_dataset(c.store, c.objects, dataset)
+    return jsonify({"deleted": dataset["id"], "name": dataset["name"]})
 
 
 @bp.post("/datasets/<ref>/files")
@@ -36,11 +51,11 @@ def upload_files(ref: str):
     uploads = request.files.getlist("file")
     if not uploads:
         raise InvalidInput("send one or more files in multipart field 'file'")
-    report: dict[str, list] = {"added": [], "rejected": []}
+    report: dict[str, list] = {"added": [], "duplicate": [], "rejected": []}
     for upload in uploads:
         part = add_upload(c.store, c.objects, dataset, upload.filename or "upload", upload.stream)
-        report["added"] += part["added"]
-        report["rejected"] += part["rejected"]
+        for field in report:
+            report[field] += part[field]
     report["frame_count"] = c.store.datasets.frame_count(dataset["id"])
     return jsonify(report)
 
@@ -49,8 +64,8 @@ def upload_files(ref: str):
 def list_frames(ref: str):
     c = clients()
     dataset = c.store.datasets.get(api_user(), ref)
-    start = max(0, request.args.get("start", 0, type=int))
-    limit = min(1000, max(1, request.args.get("limit", 100, type=int)))
+    start = int_arg("start", 0, 0, MAX_INDEX)
+    limit = int_arg("limit", 100, 1, 1000)
     return jsonify(c.store.datasets.frames(dataset["id"], start, start + limit))
 
 
@@ -58,9 +73,9 @@ def list_frames(ref: str):
 def frame_image(ref: str, number: int):
     c = clients()
     dataset = c.store.datasets.get(api_user(), ref)
-    frames = c.store.datasets.frames(dataset["id"], number, number + 1)
+    frames = c.store.datasets.frames(dataset["id"], number, number + 1) if number <= MAX_INDEX else []
     if not frames:
-        raise InvalidInput(f"dataset {dataset['name']} has no frame {number}")
+        raise NotFound(f"dataset {dataset['name']} has no frame {number}")
     frame = frames[0]
     ext = frame["key"].rsplit(".", 1)[-1]
     return Response(c.objects.get_bytes(frame["key"]), mimetype=CONTENT_TYPES.get(ext, "application/octet-stream"))

@@ -4,7 +4,9 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
-from cluster.errors import InvalidInput
+from cluster.dashboard.api.inputs import MAX_INDEX, int_arg, json_object, string_field
+from cluster.errors import Conflict, InvalidInput
+from cluster.states import JobState
 from cluster.export.service import EXPORTS, export_stream
 from cluster.jobs import ChunkSizing, job_status, submit_job
 
@@ -20,20 +22,20 @@ def list_jobs():
 @bp.post("/jobs")
 def create_job():
     c = clients()
-    body = request.get_json(silent=True) or {}
-    try:
-        threshold = body.get("threshold")  # None: the model's default (checked by submit_job)
-        chunk_size = int(body["chunk_size"]) if body.get("chunk_size") is not None else None
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"bad job parameters: {exc}") from exc
+    body = json_object()
+    threshold = body.get("threshold")  # None: the model's default (checked by submit_job)
+    chunk_size = body.get("chunk_size")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)):
+        raise InvalidInput(f"'chunk_size' must be an integer, got {chunk_size!r:.80}")
+    frames = string_field(body, "frames", required=False)  # "START-END[:STEP]", not a number or a list
     job = submit_job(
         c.store,
         c.broker,
         api_user(),
-        dataset=str(body.get("dataset", "")),
-        model=str(body.get("model", "")),
-        device=str(body.get("device") or "CPU"),
-        frames=body.get("frames"),
+        dataset=string_field(body, "dataset"),
+        model=string_field(body, "model"),
+        device=string_field(body, "device", required=False) or "CPU",
+        frames=frames,
         threshold=threshold,
         chunk_size=chunk_size,
         sizing=ChunkSizing.from_settings(c.settings),
@@ -51,8 +53,8 @@ def get_job(job_id: str):
 def failed_frames(job_id: str):
     c = clients()
     job = c.store.jobs.get(api_user(), job_id)
-    start = max(0, request.args.get("start", 0, type=int))
-    limit = min(10_000, max(1, request.args.get("limit", 1000, type=int)))
+    start = int_arg("start", 0, 0, MAX_INDEX)
+    limit = int_arg("limit", 1000, 1, 10_000)
     return jsonify(c.store.jobs.failed_frames(job["id"], start, start + limit - 1))
 
 
@@ -70,6 +72,9 @@ def export_job(job_id: str):
     fmt = request.args.get("format", "coco")
     if fmt not in EXPORTS:
         raise InvalidInput(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORTS)}")
+    if not JobState(job["state"]).finished and request.args.get("partial", "").lower() not in {"1", "true", "yes"}:
+        raise Conflict(f"job {job['id']} is {job['state']} ({job['frames_done']} of {job['frames_total']} frames "
+                       "done): wait for it to finish, or ask for a partial export with ?partial=1")
     mimetype, suffix = EXPORTS[fmt]
     model = c.store.models.get_unchecked(job["model"])
     body = export_stream(c.objects, job, model, fmt)

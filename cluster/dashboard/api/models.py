@@ -17,7 +17,15 @@ def _upload(field: str, required: bool = True) -> Upload | None:
         if required:
             raise InvalidInput(f"multipart field {field!r} (a file) is required")
         return None
-    return Upload(filename=f.filename or field, data=f.read())
+    return Upload(filename=_file_name(f.filename or field, field), data=f.read())
+
+
+def _file_name(name: str, field: str) -> str:
+    """The upload's base name; refused when it cannot name a file (``..``, ``.``, empty, control characters)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    if base in {"", ".", ".."} or any(ord(ch) < 32 or ord(ch) == 127 for ch in base) or len(base) > 255:
+        raise InvalidInput(f"the file name of multipart field {field!r} is not usable: {name!r:.100}")
+    return base
 
 
 @bp.get("/models")
@@ -38,6 +46,8 @@ def create_model():
         preprocessing = json.loads(request.form.get("preprocessing") or "{}")
     except ValueError as exc:
         raise InvalidInput(f"preprocessing must be a JSON object: {exc}") from exc
+    if not isinstance(preprocessing, dict):
+        raise InvalidInput(f"preprocessing must be a JSON object, got a {type(preprocessing).__name__}")
     record = register_model(
         c.store,
         c.objects,

@@ -1,0 +1,346 @@
+"""The OpenAPI 3 document of the JSON API, served at /api/openapi.json.
+
+Written by hand, next to the views it describes: every route under /api is here, with its
+parameters, request body, answers and the one error body every failure uses
+(``{"error": code, "message": text}``, see ``cluster.errors``). ``tests/test_api_openapi.py`` checks
+that the document and Flask's routes list the same operations, and ``tests/test_api_fuzz.py`` fuzzes
+a real cluster with it (schemathesis): no 5xx, every answer as documented.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+bp = Blueprint("openapi", __name__)
+
+VERSION = "1.0.0"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _err(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+# Answers every authenticated call may give: no or a bad token, Redis or S3 unreachable.
+_COMMON = {"401": _err("Unauthorized"), "503": _err("Unavailable")}
+
+
+def _op(summary: str, responses: dict[str, Any], *, params: list[dict] | None = None,
+        body: dict[str, Any] | None = None, public: bool = False, tag: str = "") -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "tags": [tag] if tag else [], "responses": dict(responses)}
+    if not public:
+        op["responses"].update(_COMMON)
+    else:
+        op["security"] = []
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = body
+    return op
+
+
+def _path_param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+_REF = _path_param("ref", "the dataset's id, or the caller's own name for it")
+_MODEL_REF = _path_param("ref", "the model's id, or the caller's own name for it")
+_JOB = _path_param("job_id", "the job's id")
+_START = _query("start", "first index (clipped to 0 and above)", {"type": "integer"})
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "description": "Every failure: a stable code and a sentence for people.",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "description": "e.g. invalid_input, not_found, conflict, unauthorized"},
+            "message": {"type": "string"},
+            "details": {"type": "object"},
+        },
+    },
+    "User": {
+        "type": "object",
+        "required": ["name", "admin", "created_at"],
+        "properties": {"name": {"type": "string"}, "admin": {"type": "boolean"}, "created_at": {"type": "number"}},
+    },
+    "Token": {
+        "type": "object",
+        "required": ["name", "token"],
+        "properties": {"name": {"type": "string"}, "token": {"type": "string", "description": "shown once"}},
+    },
+    "Dataset": {
+        "type": "object",
+        "required": ["id", "name", "owner", "created_at", "frame_count"],
+        "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "owner": {"type": "string"},
+            "created_at": {"type": "number"}, "frame_count": {"type": "integer", "minimum": 0},
+        },
+    },
+    "NewDataset": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string", "description": "1-128 letters, digits, '.', '_' or '-'"}},
+    },
+    "Deleted": {
+        "type": "object",
+        "required": ["deleted", "name"],
+        "properties": {"deleted": {"type": "string"}, "name": {"type": "string"}},
+    },
+    "Frame": {
+        "type": "object",
+        "required": ["frame", "name", "width", "height"],
+        "properties": {
+            "frame": {"type": "integer"}, "name": {"type": "string"}, "key": {"type": "string"},
+            "width": {"type": "integer"}, "height": {"type": "integer"},
+        },
+    },
+    "AddedFrame": {
+        "type": "object",
+        "required": ["frame", "name", "new"],
+        "properties": {
+            "frame": {"type": "integer"}, "name": {"type": "string"}, "new": {"type": "boolean"},
+            "width": {"type": "integer"}, "height": {"type": "integer"},
+        },
+    },
+    "Rejected": {
+        "type": "object",
+        "required": ["name", "reason"],
+        "properties": {"name": {"type": "string"}, "reason": {"type": "string"}},
+    },
+    "UploadReport": {
+        "type": "object",
+        "description": "added: new frames; duplicate: the same name and content were already in the dataset "
+                       "(nothing added); rejected: files or archive members refused, with the reason.",
+        "required": ["added", "duplicate", "rejected", "frame_count"],
+        "properties": {
+            "added": {"type": "array", "items": _ref("AddedFrame")},
+            "duplicate": {"type": "array", "items": _ref("AddedFrame")},
+            "rejected": {"type": "array", "items": _ref("Rejected")},
+            "frame_count": {"type": "integer"},
+        },
+    },
+    "Model": {
+        "type": "object",
+        "required": ["id", "name", "owner"],
+        "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "owner": {"type": "string"},
+            "labels": {"type": "object"}, "outputs": {"type": "object"}, "trusted": {"type": "boolean"},
+            "threshold": {"type": "number"},
+        },
+    },
+    "NewJob": {
+        "type": "object",
+        "required": ["dataset", "model"],
+        "properties": {
+            "dataset": {"type": "string", "description": "dataset id or name"},
+            "model": {"type": "string", "description": "model id or name"},
+            "device": {"type": ["string", "null"], "description": "OpenVINO device (default CPU)"},
+            "frames": {"type": ["string", "null"], "description": "START-END[:STEP], END inclusive; null: all"},
+            "threshold": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                          "description": "null: the model's default"},
+            "chunk_size": {"type": ["integer", "null"], "minimum": 1,
+                           "description": "frames per chunk; null: sized from the model's speed"},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": ["id", "owner", "state", "dataset", "model", "device", "frames_total", "frames_done",
+                     "frames_failed", "progress"],
+        "properties": {
+            "id": {"type": "string"}, "owner": {"type": "string"},
+            "state": {"type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled"]},
+            "dataset": {"type": "string"}, "dataset_name": {"type": "string"},
+            "model": {"type": "string"}, "model_name": {"type": "string"}, "device": {"type": "string"},
+            "frames": {"type": "array", "items": {"type": "integer"}, "description": "[start, stop, step]"},
+            "frames_total": {"type": "integer"}, "frames_done": {"type": "integer"},
+            "frames_failed": {"type": "integer"}, "frames_processed": {"type": "integer"},
+            "progress": {"type": "number"}, "fps": {"type": "number"}, "elapsed_s": {"type": "number"},
+            "eta_s": {"type": ["number", "null"]}, "queue": {"type": "string"},
+            "warning": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
+            "settings": {"type": "object"},
+        },
+    },
+    "ResentJob": {
+        "allOf": [{"$ref": "#/components/schemas/Job"}, {
+            "type": "object", "required": ["resent_chunks"],
+            "properties": {"resent_chunks": {"type": "array", "items": {"type": "integer"}}}}],
+    },
+    "FailedFrame": {
+        "type": "object",
+        "required": ["frame"],
+        "properties": {"frame": {"type": "integer"}, "name": {"type": "string"}, "reason": {"type": "string"}},
+    },
+    "Annotations": {
+        "type": "object",
+        "required": ["frame", "name", "shapes", "failed"],
+        "properties": {
+            "frame": {"type": "integer"}, "name": {"type": "string"},
+            "width": {"type": ["integer", "null"]}, "height": {"type": ["integer", "null"]},
+            "shapes": {"type": "array", "items": {"type": "object"}},
+            "failed": {"type": ["string", "null"], "description": "why the frame failed; null when it did not"},
+        },
+    },
+}
+
+RESPONSES: dict[str, Any] = {
+    name: _json(_ref("Error"), description)
+    for name, description in {
+        "BadRequest": "invalid input: what was wrong is in the message",
+        "Unauthorized": "no token, or a wrong one",
+        "Forbidden": "the caller may see this but not change it",
+        "NotFound": "no such record, or one the caller may not see",
+        "Conflict": "the request conflicts with the record's state (a name taken, a job not finished...)",
+        "TooLarge": "the upload is larger than allowed",
+        "Unavailable": "Redis or S3 cannot be reached; try again",
+    }.items()
+}
+
+
+def _array(name: str) -> dict[str, Any]:
+    return {"type": "array", "items": _ref(name)}
+
+
+def _paths() -> dict[str, Any]:
+    bad, missing, conflict = _err("BadRequest"), _err("NotFound"), _err("Conflict")
+    forbidden, too_large = _err("Forbidden"), _err("TooLarge")
+    return {
+        "/api/openapi.json": {"get": _op("This document", {"200": {
+            "description": "the OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}},
+            public=True, tag="meta")},
+        "/api/me": {"get": _op("The caller's account", {"200": _json(_ref("User"), "the user")}, tag="users")},
+        "/api/datasets": {
+            "get": _op("The datasets the caller can see", {"200": _json(_array("Dataset"), "datasets")},
+                       tag="datasets"),
+            "post": _op("Create an empty dataset", {"201": _json(_ref("Dataset"), "created"), "400": bad,
+                                                    "409": conflict},
+                        body={"required": True, "content": {"application/json": {"schema": _ref("NewDataset")}}},
+                        tag="datasets"),
+        },
+        "/api/datasets/{ref}": {
+            "get": _op("One dataset", {"200": _json(_ref("Dataset"), "the dataset"), "404": missing},
+                       params=[_REF], tag="datasets"),
+            "delete": _op("Delete a dataset no job uses, with its frames",
+                          {"200": _json(_ref("Deleted"), "deleted"), "403": forbidden, "404": missing,
+                           "409": conflict}, params=[_REF], tag="datasets"),
+        },
+        "/api/datasets/{ref}/files": {"post": _op(
+            "Upload images, zip archives or videos into a dataset (frames already there are reported as duplicate)",
+            {"200": _json(_ref("UploadReport"), "what was added, duplicate and rejected"), "400": bad,
+             "403": forbidden, "404": missing, "413": too_large},
+            params=[_REF], tag="datasets",
+            body={"required": True, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}})},
+        "/api/datasets/{ref}/frames": {"get": _op(
+            "A page of a dataset's frames", {"200": _json(_array("Frame"), "frames"), "400": bad, "404": missing},
+            params=[_REF, _START, _query("limit", "frames per page (clipped to 1-1000)", {"type": "integer"})],
+            tag="datasets")},
+        "/api/datasets/{ref}/frames/{number}/image": {"get": _op(
+            "A frame's image as uploaded",
+            {"200": {"description": "the image", "content": {
+                m: {"schema": {"type": "string", "format": "binary"}}
+                for m in ("image/jpeg", "image/png", "image/bmp", "image/webp", "application/octet-stream")}},
+             "404": missing},
+            params=[_REF, _path_param("number", "the frame number", {"type": "integer", "minimum": 0})],
+            tag="datasets")},
+        "/api/models": {
+            "get": _op("The models the caller can see", {"200": _json(_array("Model"), "models")}, tag="models"),
+            "post": _op("Register a model: network, labels and interpretation script (checked before storing)",
+                        {"201": _json(_ref("Model"), "registered"), "400": bad, "409": conflict,
+                         "413": too_large},
+                        tag="models",
+                        body={"required": True, "content": {"multipart/form-data": {"schema": {
+                            "type": "object", "required": ["name", "model", "labels", "script"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "model": {"type": "string", "format": "binary",
+                                          "description": "OpenVINO IR .xml, ONNX or TFLite"},
+                                "weights": {"type": "string", "format": "binary", "description": "IR .bin"},
+                                "labels": {"type": "string", "format": "binary", "description": "label map JSON"},
+                                "script": {"type": "string", "format": "binary", "description": "Python script"},
+                                "preprocessing": {"type": "string", "description": "a JSON object"},
+                                "trusted": {"type": "string", "description": "admins only: true to run as full Python"},
+                                "threshold": {"type": "string", "description": "default score threshold, 0-1"},
+                            }}}}})},
+        "/api/models/{ref}": {"get": _op("One model", {"200": _json(_ref("Model"), "the model"), "404": missing},
+                                         params=[_MODEL_REF], tag="models")},
+        "/api/jobs": {
+            "get": _op("The jobs the caller can see, with progress", {"200": _json(_array("Job"), "jobs")},
+                       tag="jobs"),
+            "post": _op("Start an annotation job", {"201": _json(_ref("Job"), "started"), "400": bad,
+                                                    "404": missing},
+                        body={"required": True, "content": {"application/json": {"schema": _ref("NewJob")}}},
+                        tag="jobs"),
+        },
+        "/api/jobs/{job_id}": {"get": _op("A job's state and progress", {"200": _json(_ref("Job"), "the job"),
+                                                                          "404": missing}, params=[_JOB], tag="jobs")},
+        "/api/jobs/{job_id}/failed": {"get": _op(
+            "The frames of a job that failed, with why", {"200": _json(_array("FailedFrame"), "failed frames"),
+                                                           "400": bad, "404": missing},
+            params=[_JOB, _START, _query("limit", "frames per page (clipped to 1-10000)", {"type": "integer"})],
+            tag="jobs")},
+        "/api/jobs/{job_id}/cancel": {"post": _op(
+            "Cancel a job: no new chunk starts", {"200": _json(_ref("Job"), "the job"), "404": missing,
+                                                  "409": conflict}, params=[_JOB], tag="jobs")},
+        "/api/jobs/{job_id}/export": {"get": _op(
+            "A job's annotations as CVAT XML, COCO JSON or a zip of masks (refused while the job runs, "
+            "unless partial=1)",
+            {"200": {"description": "the export file", "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "application/xml": {"schema": {"type": "string"}},
+                "application/zip": {"schema": {"type": "string", "format": "binary"}}}},
+             "400": bad, "404": missing, "409": conflict},
+            params=[_JOB, _query("format", "cvat, coco (default) or masks",
+                                 {"type": "string", "enum": ["cvat", "coco", "masks"]}),
+                    _query("partial", "1: export an unfinished job as it is now",
+                           {"type": "string", "enum": ["0", "1", "true", "false"]})],
+            tag="jobs")},
+        "/api/jobs/{job_id}/frames/{frame}/annotations": {"get": _op(
+            "One frame's annotations in a job", {"200": _json(_ref("Annotations"), "the frame's shapes"),
+                                                 "404": missing},
+            params=[_JOB, _path_param("frame", "the frame number", {"type": "integer", "minimum": 0})],
+            tag="jobs")},
+    }
+
+
+def document() -> dict[str, Any]:
+    """A fresh copy of the whole document."""
+    return copy.deepcopy({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Prelabel API",
+            "version": VERSION,
+            "description": "Auto-annotation of image datasets. Every call but this document's needs an API "
+                           "token (Authorization: Bearer TOKEN, from `prelabel users add`). Every failure "
+                           "answers the Error object with a 4xx or 503 status.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": SCHEMAS,
+            "responses": RESPONSES,
+        },
+    })
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    return jsonify(document())
