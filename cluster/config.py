@@ -64,6 +64,19 @@ class Settings:
     admin_token: str = ""
     # Modules an admin allows untrusted scripts to import, on top of the built-in allowlist.
     script_modules: tuple[str, ...] = ()
+    # Dashboard logins: a session lives this long in Redis (logout or a token reset ends it sooner).
+    session_ttl_s: float = 12 * 3600.0
+    # Failed logins per client address and window before /login answers 429 (token guessing).
+    login_max_failures: int = 10
+    login_window_s: float = 300.0
+    # Origins besides the dashboard's own (its Host) whose pages may make cookie-authenticated changes
+    # (CSRF check), e.g. "https://labels.example.com" when a proxy rewrites Host; empty: none.
+    allowed_origins: tuple[str, ...] = ()
+    # Reverse proxies in front of the dashboard whose X-Forwarded-For/-Proto are believed (an Ingress:
+    # 1), so the login limit counts real clients and the cookie is Secure behind TLS termination.
+    proxy_hops: int = 0
+    # Always mark the session cookie Secure (it is anyway when the request came over https).
+    secure_cookies: bool = False
     # Bad input (issue 9). Largest frame, in pixels, read from the image header before any decode,
     # at ingest and in the worker: a 20 KB 13000x13000 PNG took a worker from 218 MB to 1.7 GB.
     max_frame_pixels: int = 40_000_000
@@ -105,6 +118,12 @@ class Settings:
         "admin_name": "PRELABEL_ADMIN_NAME",
         "admin_token": "PRELABEL_ADMIN_TOKEN",
         "script_modules": "PRELABEL_SCRIPT_MODULES",
+        "session_ttl_s": "PRELABEL_SESSION_TTL",
+        "login_max_failures": "PRELABEL_LOGIN_MAX_FAILURES",
+        "login_window_s": "PRELABEL_LOGIN_WINDOW",
+        "allowed_origins": "PRELABEL_ALLOWED_ORIGINS",
+        "proxy_hops": "PRELABEL_PROXY_HOPS",
+        "secure_cookies": "PRELABEL_SECURE_COOKIES",
         "max_frame_pixels": "PRELABEL_MAX_FRAME_PIXELS",
         "max_upload_bytes": "PRELABEL_MAX_UPLOAD_BYTES",
         "max_archive_bytes": "PRELABEL_MAX_ARCHIVE_BYTES",

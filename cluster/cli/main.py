@@ -73,6 +73,20 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_token(args: argparse.Namespace) -> int:
+    """Tokens are stored hashed, so one is never shown again: --reset issues a new one (printed once);
+    the old one and every dashboard session of the user stop working at once."""
+    from cluster.store import Store
+
+    if not args.reset:
+        raise PrelabelError("API tokens are stored hashed and cannot be shown again; "
+                            f"`prelabel users token {args.name} --reset` issues a new one and revokes the old")
+    token = Store.from_settings(Settings.from_env()).users.new_token(args.name)
+    print(token)
+    print(f"new token for {args.name}; the old one and the user's dashboard sessions no longer work", file=sys.stderr)
+    return 0
+
+
 def cmd_login(args: argparse.Namespace) -> int:
     from cluster.cli.client import ApiClient, save_token
 
@@ -295,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--admin", action="store_true")
     s.add_argument("--save", action="store_true", help="also save the token for this machine's CLI")
     s.set_defaults(func=cmd_users_add)
+    s = users.add_parser("token", help="reissue a user's API token (--reset): the old one stops working")
+    s.add_argument("name")
+    s.add_argument("--reset", action="store_true", help="issue a new token and revoke the old one")
+    s.set_defaults(func=cmd_users_token)
 
     s = sub.add_parser("login", help="save an API token for the CLI")
     s.add_argument("token")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -26,6 +27,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     Clients(app)
+    from cluster.dashboard import security
+
+    security.init_app(app, settings)
+    if "gunicorn" in sys.modules:  # served: no same-uid process (a trusted script) may read our memory
+        from cluster.scripts.sandbox import make_non_dumpable
+
+        make_non_dumpable()
 
     from cluster.dashboard import api, metrics, pages
 

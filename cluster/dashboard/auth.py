@@ -1,14 +1,19 @@
-"""Who is asking: an API token (Bearer) for the API, a login session for the pages."""
+"""Who is asking: an API token (Bearer) for the API, a login session for the pages.
+
+A request that carries a token header is judged by that token alone, never by the cookie, so a
+token-authenticated call is never a cookie-authenticated one (see ``security.py`` for CSRF).
+"""
 
 from __future__ import annotations
 
 import functools
 from typing import Callable
 
-from flask import g, redirect, request, session, url_for
+from flask import g, redirect, request, url_for
 
 from cluster.dashboard.clients import clients
-from cluster.errors import Unauthorized
+from cluster.dashboard.security import current_session, has_token_header
+from cluster.errors import NotFound, Unauthorized
 from cluster.store.users import User
 
 
@@ -23,8 +28,17 @@ def current_user() -> User:
     user = g.get("user")
     if user is not None:
         return user
-    token = _token_from_request() or session.get("token")
-    user = clients().store.users.authenticate(token)
+    store = clients().store
+    if has_token_header():
+        user = store.users.authenticate(_token_from_request())
+    else:
+        session = current_session()
+        if session is None:
+            raise Unauthorized("log in, or send an API token (Authorization: Bearer TOKEN)")
+        try:
+            user = store.users.get(session.user)
+        except NotFound:  # the account is gone
+            raise Unauthorized("the session's user no longer exists; log in again") from None
     g.user = user
     return user
 

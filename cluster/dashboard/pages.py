@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 
+from cluster.dashboard import security
 from cluster.dashboard.auth import current_user, login_required
 from cluster.dashboard.clients import clients
 from cluster.errors import InvalidInput, NotFound, PrelabelError, Unauthorized
@@ -56,25 +57,41 @@ def _safe_next(target: str | None) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    error = None
+    """The API token opens a server-side session; the cookie gets the session's id, never the token.
+    Failed attempts are limited per client address (``login_max_failures`` per ``login_window_s``)."""
+    error, status, headers = None, 200, {}
     if request.method == "POST":
-        token = request.form.get("token", "").strip()
-        try:
-            user = clients().store.users.authenticate(token)
-        except Unauthorized as exc:
-            error = exc.message
+        limiter = security.login_limiter()
+        address = security.client_address()
+        wait = limiter.retry_after(address)
+        if wait:
+            error, status = f"too many failed logins from your address; try again in {wait} s", 429
+            headers["Retry-After"] = str(wait)
         else:
-            session.clear()
-            session["token"] = token
-            session["user"] = user.name
-            return redirect(_safe_next(request.args.get("next")))
-    return render_template("login.html", error=error), (401 if error else 200)
+            token = request.form.get("token", "").strip()
+            try:
+                user = clients().store.users.authenticate(token)
+            except Unauthorized as exc:
+                limiter.failed(address)
+                error, status = exc.message, 401
+            else:
+                old = request.cookies.get(security.COOKIE)
+                store = security.sessions()
+                if old:
+                    store.delete(old)  # a fresh id at each login: no session fixation
+                response = redirect(_safe_next(request.args.get("next")))
+                security.set_session_cookie(response, store.create(user.name))
+                return response
+    return render_template("login.html", error=error), status, headers
 
 
 @bp.post("/logout")
 def logout():
-    session.clear()
-    return redirect(url_for("pages.login"))
+    """Ends the session in Redis, so the cookie is worthless even if it was copied."""
+    security.sessions().delete(request.cookies.get(security.COOKIE))
+    response = redirect(url_for("pages.login"))
+    security.clear_session_cookie(response)
+    return response
 
 
 def _jobs_page(form: dict | None = None, form_error: str | None = None, status: int = 200):

@@ -34,7 +34,21 @@ def exec_gunicorn(settings: Settings, **kwargs: Any) -> int:
 
 
 # -- gunicorn configuration hooks (this module is passed as --config python:...) --------------------
+def on_starting(server: Any) -> None:
+    """The master holds the same environment (Redis and S3 credentials, the secret key) as the workers:
+    non-dumpable too, so no process of the same uid (a trusted script's process checked at model
+    registration) can read its /proc/<pid>/environ or memory, or ptrace it."""
+    from cluster.scripts.sandbox import make_non_dumpable
+
+    make_non_dumpable()
+
+
 def post_worker_init(worker: Any) -> None:
+    from cluster.scripts.sandbox import make_non_dumpable
+
+    # Dumpable is reset by nothing but execve, but say it again here: a worker process runs the
+    # registration checks' script processes as its children (see on_starting).
+    make_non_dumpable()
     from cluster.broker.actors import declare_annotate
     from cluster.broker.maintenance import start_maintenance
     from cluster.broker.setup import make_broker

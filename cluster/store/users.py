@@ -87,7 +87,8 @@ class UserStore:
         return self.get(name)
 
     def new_token(self, name: str) -> str:
-        """Replace a user's token, revoking the old one."""
+        """Replace a user's token, revoking the old one and ending the user's dashboard sessions
+        (one opened with a leaked token must not outlive it)."""
         with redis_errors("rotate a token"):
             raw = self.r.hget(USERS, name)
             if raw is None:
@@ -99,6 +100,9 @@ class UserStore:
             pipe.hset(TOKENS, _hash(token), name)
             pipe.hset(USERS, name, dumps(data | {"token": _hash(token)}))
             pipe.execute()
+        from cluster.store.sessions import SessionStore
+
+        SessionStore(self.r).revoke_user(name)
         return token
 
     def list(self) -> list[User]:

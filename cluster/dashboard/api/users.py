@@ -3,6 +3,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from cluster.dashboard.auth import api_user
+from cluster.dashboard.clients import clients
+from cluster.errors import Forbidden
 
 bp = Blueprint("users", __name__)
 
@@ -10,3 +12,14 @@ bp = Blueprint("users", __name__)
 @bp.get("/me")
 def me():
     return jsonify(api_user().to_dict())
+
+
+@bp.post("/users/<name>/token")
+def reset_token(name: str):
+    """Admin: issue ``name`` a new API token (shown in this answer only); the old token and the
+    user's dashboard sessions stop working. The same as `prelabel users token NAME --reset`."""
+    if not api_user().admin:
+        raise Forbidden("only an admin can reissue API tokens")
+    store = clients().store
+    store.users.get(name)  # 404 for an unknown user
+    return jsonify({"name": name, "token": store.users.new_token(name)})

@@ -8,8 +8,17 @@ const Prelabel = (() => {
     constructor(status, message) { super(message); this.status = status; }
   }
 
+  /** The session's CSRF token (a meta tag of every logged-in page); sent with every change. */
+  function csrfToken() {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
   async function api(path, options = {}) {
-    const r = await fetch(path, {credentials: "same-origin", headers: {"Accept": "application/json"}, ...options});
+    const method = (options.method || "GET").toUpperCase();
+    const headers = {"Accept": "application/json", ...(options.headers || {})};
+    if (!["GET", "HEAD", "OPTIONS"].includes(method)) headers["X-CSRF-Token"] = csrfToken();
+    const r = await fetch(path, {credentials: "same-origin", ...options, headers});
     if (r.status === 401) {  // the session ended: log in again and come back here
       location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search + location.hash));
       throw new ApiError(401, "not logged in");
@@ -101,5 +110,5 @@ const Prelabel = (() => {
   }
 
   document.addEventListener("DOMContentLoaded", () => localizeTimes());
-  return {FINISHED, ApiError, api, el, duration, ago, localizeTimes, pct, setProgress, setBadge, poll};
+  return {FINISHED, ApiError, api, csrfToken, el, duration, ago, localizeTimes, pct, setProgress, setBadge, poll};
 })();

@@ -14,7 +14,7 @@ after the script's imports are loaded and before any script code runs, and for a
 6. sets resource limits (memory, CPU, no processes, no file growth, no new fds, no core),
 7. installs the seccomp filter (``seccomp.py``) on every thread.
 
-A trusted script gets only the memory and CPU limits. Any failure of a step an untrusted script
+A trusted script gets only the memory and CPU limits, no_new_privs, no capabilities and non-dumpable. Any failure of a step an untrusted script
 needs raises, so the load fails instead of running the script unconfined; only Landlock may be
 missing ("auto"), in which case seccomp alone forbids opening files.
 
@@ -181,11 +181,23 @@ def apply(spec: dict[str, Any], start_threads: Callable[[], None] | None = None)
     status: dict[str, Any] = {"trusted": trusted, "confined": confine, "pid": os.getpid()}
     _STATUS = status
     if not confine:
+        if spec.get("drop_privileges"):
+            # before any thread starts (capabilities are per thread): a trusted script still runs
+            # with full Python, but without capabilities and non-dumpable, so it cannot read the
+            # memory or environment (credentials) of its host, a worker or the dashboard, which
+            # make themselves non-dumpable too, even when all of them run as root.
+            seccomp.set_no_new_privs()
+            with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+                last_cap = int(f.read())
+            status["capabilities"] = _drop_capabilities(last_cap)
+            if not make_non_dumpable():
+                raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+            status["dumpable"] = False
         if start_threads:
             start_threads()
         status["limits"] = limits.apply(int(spec.get("memory_bytes") or 0), int(spec.get("cpu_seconds") or 0), False)
         status.update(seccomp="not applied (trusted script)" if trusted else "disabled by the policy",
-                      landlock="not applied", no_new_privs=False)
+                      landlock="not applied", no_new_privs=bool(spec.get("drop_privileges")))
         status["apply_s"] = round(time.perf_counter() - t0, 6)
         return dict(status)
 

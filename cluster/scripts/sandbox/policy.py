@@ -110,6 +110,8 @@ class SandboxPolicy:
             "landlock": self.landlock if confine else "off",
             "uid": self.uid if confine else None,
             "gid": self.gid if confine else None,
+            # an unconfined (trusted) process still gives up capabilities and becomes non-dumpable
+            "drop_privileges": not confine,
         }
 
     def describe(self) -> dict[str, Any]:
