@@ -44,7 +44,18 @@ class Settings:
     fetch_threads: int = 8  # a worker's threads that GET frames from S3 and decode them
     heartbeat_timeout_s: float = 15.0
     script_timeout_s: float = 30.0
-    max_retries: int = 3
+    max_retries: int = 3  # a chunk's retries when retry_window_s is 0
+    # Seconds a chunk's retries back off over (broker.setup.retry_policy), longer than an S3 or
+    # Redis outage of several minutes, so an outage delays a job instead of failing its frames.
+    retry_window_s: float = 600.0
+    # A chunk whose worker died this many times while running it is parked with its reason
+    # instead of being redelivered for ever (a poison message); `prelabel jobs resume` runs it again.
+    poison_deaths: int = 3
+    # The reconciler (cluster.reconcile): how often it looks for unfinished chunks with no message
+    # anywhere (lost with a Redis restart, dead-lettered), and how long one must stay missing before
+    # it is sent again (a message in transit between Dramatiq's keys is not lost).
+    reconcile_period_s: float = 10.0
+    reconcile_grace_s: float = 30.0
     cache_dir: Path = field(default_factory=lambda: prelabel_home() / "cache")
     secret_key: str = "prelabel-dev-secret"
     metrics_port: int = 0  # 0: workers pick a free port and publish it in Redis
@@ -108,6 +119,10 @@ class Settings:
         "heartbeat_timeout_s": "PRELABEL_HEARTBEAT_TIMEOUT",
         "script_timeout_s": "PRELABEL_SCRIPT_TIMEOUT",
         "max_retries": "PRELABEL_MAX_RETRIES",
+        "retry_window_s": "PRELABEL_RETRY_WINDOW",
+        "poison_deaths": "PRELABEL_POISON_DEATHS",
+        "reconcile_period_s": "PRELABEL_RECONCILE_PERIOD",
+        "reconcile_grace_s": "PRELABEL_RECONCILE_GRACE",
         "cache_dir": "PRELABEL_CACHE_DIR",
         "secret_key": "PRELABEL_SECRET_KEY",
         "metrics_port": "PRELABEL_METRICS_PORT",

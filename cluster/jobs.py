@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import time
 from typing import Any
 
@@ -60,18 +61,53 @@ def submit_job(
 def enqueue_chunks(store: Store, broker: Broker, job_id: str, only_pending: bool = True) -> int:
     """Send a message for every unfinished chunk. Safe to repeat: a chunk runs to completion once."""
     job = store.jobs.get_unchecked(job_id)
+    states = store.jobs.chunk_states(job_id)
+    chunks = [index for index, state in sorted(states.items())
+              if state == ChunkState.PENDING or (not only_pending and state == ChunkState.RUNNING)]
+    send_chunks(store, broker, job, chunks)
+    return len(chunks)
+
+
+def send_chunks(store: Store, broker: Broker, job: dict[str, Any], chunks: list[int]) -> None:
+    """Send one message for each of the job's ``chunks`` (their frame ranges follow from the job)."""
     start, stop, step = job["frames"]
     chunk_size = job["settings"]["chunk_size"]
-    states = store.jobs.chunk_states(job_id)
-    sent = 0
-    for index, state in sorted(states.items()):
-        if state in (ChunkState.DONE, ChunkState.FAILED) or (only_pending and state != ChunkState.PENDING):
-            continue
+    for index in chunks:
         c_start = start + index * chunk_size * step
         c_stop = min(stop, c_start + chunk_size * step)
-        send_chunk(broker, job["device"], job_id, index, c_start, c_stop, step)
-        sent += 1
-    return sent
+        send_chunk(broker, job["device"], job["id"], index, c_start, c_stop, step)
+
+
+def resume_job(store: Store, broker: Broker, user: User, job_id: str) -> dict[str, Any]:
+    """By hand what the reconciler does: unpark parked chunks, reopen a cancelled job, and send
+    every pending or running chunk that has no message (no grace period: the user asked)."""
+    from cluster.reconcile import job_queues, messages_present, unsent_chunks
+
+    job = store.jobs.get(user, job_id)
+    store.jobs.require_owner(user, job)
+    store.jobs.resume(job["id"])
+    job = store.jobs.get_unchecked(job["id"])
+    present = messages_present(store.redis, broker.namespace, job_queues(broker, {job["device"]}))
+    chunks = unsent_chunks(store, job, present)
+    send_chunks(store, broker, job, chunks)
+    return job_status(store, store.jobs.get_unchecked(job["id"])) | {"resent_chunks": chunks}
+
+
+def retry_failed_job(store: Store, broker: Broker, user: User, job_id: str) -> dict[str, Any]:
+    """Run the failed frames again: every finished chunk holding one goes back to pending, its
+    counters and failures taken back in the same step, and is sent again."""
+    job = store.jobs.get(user, job_id)
+    store.jobs.require_owner(user, job)
+    start, stop, step = job["frames"]
+    span = int(job["settings"]["chunk_size"]) * step
+    chunks = store.jobs.retry_failed(job["id"], start, span, step, stop)
+    job = store.jobs.get_unchecked(job["id"])
+    send_chunks(store, broker, job, chunks)
+    return job_status(store, job) | {"resent_chunks": chunks}
+
+
+#: A chunk failure noted this recently (and after the job's last progress) makes the status warn.
+FAILING_WARN_S = 120.0
 
 
 def job_status(store: Store, job: dict[str, Any]) -> dict[str, Any]:
@@ -91,9 +127,24 @@ def job_status(store: Store, job: dict[str, Any]) -> dict[str, Any]:
     status["eta_s"] = round(remaining / fps, 1) if fps > 0 and not JobState(job["state"]).finished else None
     status["queue"] = queue_for(job["device"])
     status["warning"] = None
-    if not JobState(job["state"]).finished and not store.workers.alive(job["device"]):
-        status["warning"] = (
+    states = store.jobs.chunk_states(job["id"])
+    status["chunks"] = {s.value: 0 for s in ChunkState} | dict(collections.Counter(s.value for s in states.values()))
+    parked = store.jobs.parked(job["id"]) if status["chunks"][ChunkState.PARKED.value] else {}
+    status["parked"] = [{"chunk": c, **info} for c, info in sorted(parked.items())]
+    warnings = []
+    unfinished = not JobState(job["state"]).finished
+    if unfinished and not store.workers.alive(job["device"]):
+        warnings.append(
             f"no worker serves device {job['device']} (queue {status['queue']}); the job waits until one "
             f"is started with: prelabel worker --device {job['device']}"
         )
+    retrying = job.get("retrying")
+    if unfinished and retrying and time.time() - retrying["at"] < FAILING_WARN_S \
+            and retrying["at"] >= (job.get("progress_at") or 0):
+        warnings.append(f"chunks are failing and will be retried (since {time.time() - retrying['at']:.0f}s "
+                        f"ago): {retrying['reason']}")
+    if parked:
+        warnings.append(f"{len(parked)} chunk(s) parked after killing their worker; the job waits for: "
+                        f"prelabel jobs resume {job['id']}")
+    status["warning"] = "; ".join(warnings) or None
     return status

@@ -26,11 +26,14 @@ class ChunkState(str, Enum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    PARKED = "parked"  # its worker died PRELABEL_POISON_DEATHS times running it; waits for a resume
 
 
 JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}),
     JobState.RUNNING: frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}),
+    # Final: only a user's resume or retry-failed reopens one (their own Lua in store.jobs, which
+    # also reset the chunks they run again), never a worker or set_state.
     JobState.COMPLETED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
@@ -38,13 +41,21 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 
 # RUNNING -> RUNNING is a redelivery: the worker that held the chunk died or its message was
 # requeued, and another worker takes it over. DONE and FAILED are final, so a late duplicate
-# message finds the chunk finished and does nothing.
+# message finds the chunk finished and does nothing. RUNNING -> PENDING: a delivery that failed
+# cleanly hands the chunk back before its retry, so a claim that finds it RUNNING means the last
+# delivery's worker died; after PRELABEL_POISON_DEATHS such takeovers the claim parks it instead.
+# PARKED -> PENDING is a resume; DONE|FAILED -> PENDING a retry-failed (both by a user only).
 CHUNK_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
     ChunkState.PENDING: frozenset({ChunkState.RUNNING, ChunkState.FAILED}),
-    ChunkState.RUNNING: frozenset({ChunkState.RUNNING, ChunkState.DONE, ChunkState.FAILED}),
-    ChunkState.DONE: frozenset(),
-    ChunkState.FAILED: frozenset(),
+    ChunkState.RUNNING: frozenset({ChunkState.RUNNING, ChunkState.DONE, ChunkState.FAILED, ChunkState.PENDING,
+                                   ChunkState.PARKED}),
+    ChunkState.DONE: frozenset({ChunkState.PENDING}),
+    ChunkState.FAILED: frozenset({ChunkState.PENDING}),
+    ChunkState.PARKED: frozenset({ChunkState.PENDING, ChunkState.FAILED}),
 }
+
+#: Chunk states a worker still has to run (with a message) or that wait for a user (parked).
+UNFINISHED_CHUNKS = frozenset({ChunkState.PENDING, ChunkState.RUNNING})
 
 
 def sources(table: dict, target: Enum) -> list[str]:

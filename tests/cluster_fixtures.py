@@ -137,7 +137,8 @@ def register(client: ApiClient, name: str, xml: Path, bin_: Path, script: str, l
     return client.post("/api/models", files=files, data={"name": name, "preprocessing": json.dumps(prep)})
 
 
-def start_worker(settings: Settings, device: str = "CPU", log: Path | None = None) -> subprocess.Popen:
+def start_worker(settings: Settings, device: str = "CPU", log: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     env = dict(os.environ)
     env.update({
         "REDIS_URL": settings.redis_url, "S3_ENDPOINT": settings.s3_endpoint,
@@ -145,6 +146,7 @@ def start_worker(settings: Settings, device: str = "CPU", log: Path | None = Non
         "S3_BUCKET": settings.s3_bucket, "PRELABEL_CACHE_DIR": str(settings.cache_dir),
         "PRELABEL_HEARTBEAT_TIMEOUT": str(settings.heartbeat_timeout_s),
     })
+    env.update(extra_env or {})
     out = open(log, "ab") if log else subprocess.DEVNULL
     # Dies with the test process (parent-death signal), so a killed test run leaves no worker behind.
     return subprocess.Popen([sys.executable, "-m", "cluster", "worker", "--device", device], env=env,

@@ -18,7 +18,7 @@ ANNOTATE = "annotate_chunk"
 ChunkHandler = Callable[[str, int, int, int, int], None]
 
 
-def declare_annotate(broker: Broker, handler: ChunkHandler | None = None, *, max_retries: int = 3) -> dramatiq.Actor:
+def declare_annotate(broker: Broker, handler: ChunkHandler | None = None, *, max_retries: int | None = None) -> dramatiq.Actor:
     """Declare the actor; workers pass their handler, senders pass none (they never run it)."""
 
     def annotate_chunk(job_id: str, chunk: int, start: int, stop: int, step: int) -> None:
@@ -33,7 +33,8 @@ def declare_annotate(broker: Broker, handler: ChunkHandler | None = None, *, max
         actor_name=ANNOTATE,
         queue_name=queue_for("CPU"),
         priority=0,
-        options={"max_retries": max_retries},
+        # None: the broker's Retries middleware decides (``setup.retry_policy``, from the retry window)
+        options={} if max_retries is None else {"max_retries": max_retries},
     )
 
 

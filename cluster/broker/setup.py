@@ -41,6 +41,26 @@ class PrelabelBroker(RedisBroker):
                 )
 
 
+#: Backoff bounds of a chunk's retries, in ms: the first retry after about a second, the later ones
+#: every 30-60 s (Dramatiq's jitter puts a delay between half the bound and the bound).
+MIN_BACKOFF_MS = 1000
+MAX_BACKOFF_MS = 60_000
+
+
+def retry_policy(settings: Settings) -> int:
+    """The retries a chunk gets: enough that their backoffs (at their shortest, given Dramatiq's
+    jitter) add up to ``retry_window_s``, so an S3 or Redis outage that long is waited out; without
+    a window, ``max_retries``."""
+    window_ms = settings.retry_window_s * 1000
+    if window_ms <= 0:
+        return settings.max_retries
+    retries, waited = 0, 0.0
+    while waited < window_ms:
+        waited += min(MIN_BACKOFF_MS * 2 ** retries, MAX_BACKOFF_MS / 2)
+        retries += 1
+    return max(1, retries)
+
+
 def _millis() -> int:
     import time
 
@@ -56,7 +76,7 @@ def make_broker(settings: Settings) -> PrelabelBroker:
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
-        Retries(max_retries=settings.max_retries, min_backoff=1000, max_backoff=30_000),
+        Retries(max_retries=retry_policy(settings), min_backoff=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS),
         CurrentMessage(),
     ]
     broker = PrelabelBroker(

@@ -386,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cluster.cli.script import add_script_parser
 
     add_script_parser(sub)
+    __import__("cluster.cli.jobs", fromlist=["add_jobs_parser"]).add_jobs_parser(sub)  # REL: resume, retry-failed
     return p
 
 

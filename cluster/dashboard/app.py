@@ -62,9 +62,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.get("/readyz")
     def readyz():
-        """Readiness: Redis answers, so API calls can work (503 with the reason otherwise)."""
+        """Readiness: Redis answers, so API calls can work (503 otherwise). The body reports Redis and
+        S3 separately; S3 down leaves the dashboard ready (jobs wait and say why; cluster/health.py)."""
+        from cluster.health import health
+
         clients = app.extensions["prelabel"]
-        clients.store.ping()
-        return jsonify({"ok": True})
+        body = health(clients.settings)
+        return jsonify({"ok": body["redis"]["ok"], **body}), 200 if body["redis"]["ok"] else 503
 
     return app

@@ -57,3 +57,7 @@ def post_worker_init(worker: Any) -> None:
     broker = make_broker(settings)
     declare_annotate(broker, max_retries=settings.max_retries)
     start_maintenance(broker, period_s=max(1.0, settings.heartbeat_timeout_s / 3))
+    from cluster.reconcile import start_reconciler
+    from cluster.store import Store
+
+    start_reconciler(Store.from_settings(settings), broker, settings)  # chunks whose message was lost

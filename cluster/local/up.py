@@ -139,9 +139,36 @@ class LocalCluster:
             json.dump(data, f, indent=2)
         tmp.replace(path)
 
+    def restart_servers(self) -> list[str]:
+        """Start again a Valkey or SeaweedFS of ours that died, on its port and data dir (Valkey's
+        AOF and SeaweedFS's volumes hold the data), so workers and dashboard just reconnect."""
+        restarted = []
+        for i, server in enumerate(self.servers):
+            if server.running or self.stopping.is_set():
+                continue
+            name = type(server).__name__.replace("Process", "").lower()
+            print(f"{name} exited; restarting it on port {server.port}", file=sys.stderr, flush=True)
+            try:
+                if name == "valkey":
+                    from cluster.local.valkey import start_valkey
+
+                    self.servers[i] = start_valkey(server.data_dir, port=server.port)
+                else:
+                    from cluster.local.seaweed import start_seaweed
+
+                    creds = _credentials(self.data_dir)
+                    self.servers[i] = start_seaweed(server.data_dir, creds["s3_access_key"], creds["s3_secret_key"],
+                                                    port=server.port)
+                restarted.append(name)
+            except Exception as exc:  # noqa: BLE001 - try again on the next pass
+                print(f"{name} did not come back: {exc}", file=sys.stderr, flush=True)
+        return restarted
+
     def supervise(self) -> None:
-        """Restart a worker or the dashboard that exits, with a pause so a crash loop stays cheap."""
+        """Restart a dead Valkey or SeaweedFS, and a worker or the dashboard that exits, with a pause
+        so a crash loop stays cheap."""
         while not self.stopping.wait(1.0):
+            self.restart_servers()
             for name, proc in list(self.children.items()):
                 if not proc.running and not self.stopping.is_set():
                     print(f"{name} exited ({proc.returncode}); restarting. Last log lines:\n{proc.log_tail(10)}",
@@ -167,8 +194,22 @@ class LocalCluster:
             pass
 
 
+def _alive(pid: object) -> bool:
+    try:
+        os.kill(int(pid), 0)  # type: ignore[arg-type]
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_up(settings: Settings) -> int:
     running = read_cluster_file()
+    if running and not _alive(running.get("pid")):
+        print(f"removing the discovery file of a cluster that is gone (pid {running.get('pid')})", file=sys.stderr)
+        cluster_file().unlink(missing_ok=True)
+        running = {}
     if running:
         raise ServiceUnavailable(
             f"a local cluster is already running (pid {running.get('pid')}, dashboard {running.get('api_url')}); "

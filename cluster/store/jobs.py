@@ -25,11 +25,94 @@ if not cur then return {0, 'no chunk'} end
 local ok = false
 for _, s in ipairs(cjson.decode(ARGV[3])) do if s == cur then ok = true end end
 if not ok then return {0, cur} end
+if cur == 'running' then
+  -- the last delivery never handed the chunk back: its worker died (or lost Redis) running it
+  local deaths = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+  if deaths >= tonumber(ARGV[5]) then
+    redis.call('HSET', KEYS[2], ARGV[1], 'parked')
+    redis.call('HSET', KEYS[4], ARGV[1], cjson.encode({reason = 'its worker died ' .. deaths ..
+      ' times while running it (PRELABEL_POISON_DEATHS=' .. ARGV[5] .. '); parked until resumed', at = tonumber(ARGV[4])}))
+    return {0, 'parked'}
+  end
+end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if jstate == 'queued' then
   redis.call('HSET', KEYS[1], 'state', cjson.encode('running'), 'started_at', ARGV[4])
 end
 return {1, cur}
+"""
+
+_RELEASE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == 'running' then
+  redis.call('HSET', KEYS[1], ARGV[1], 'pending')
+  return 1
+end
+return 0
+"""
+
+# Resume: parked chunks back to pending (their death count forgotten), and a cancelled or finished job
+# with chunks left to run back to running. Returns the chunks it unparked.
+_RESUME = """
+local unparked = {}
+local all = redis.call('HGETALL', KEYS[2])
+local left = 0
+for i = 1, #all, 2 do
+  local state = all[i + 1]
+  if state == 'parked' then
+    redis.call('HSET', KEYS[2], all[i], 'pending')
+    redis.call('HDEL', KEYS[3], all[i])
+    redis.call('HDEL', KEYS[4], all[i])
+    table.insert(unparked, all[i])
+    state = 'pending'
+  end
+  if state == 'pending' or state == 'running' then left = left + 1 end
+end
+local jstate = cjson.decode(redis.call('HGET', KEYS[1], 'state'))
+if left > 0 and (jstate == 'cancelled' or jstate == 'failed' or jstate == 'completed') then
+  redis.call('HSET', KEYS[1], 'state', cjson.encode('running'), 'finished_at', 'null')
+end
+return unparked
+"""
+
+# Retry-failed: every finished chunk holding a failed frame goes back to pending, its frames taken
+# off the counters and its failures off the list, in one step (ARGV: first frame, frames a chunk spans).
+_RETRY_FAILED = """
+local first = tonumber(ARGV[1])
+local span = tonumber(ARGV[2])
+local step = tonumber(ARGV[3])
+local total = tonumber(ARGV[4])
+local stop = tonumber(ARGV[5])
+local entries = redis.call('LRANGE', KEYS[3], 0, -1)
+local failed_in = {}
+for _, raw in ipairs(entries) do
+  local c = tostring(math.floor((cjson.decode(raw).frame - first) / span))
+  failed_in[c] = (failed_in[c] or 0) + 1
+end
+local reset = {}
+local keep = {}
+for c, n in pairs(failed_in) do
+  local state = redis.call('HGET', KEYS[2], c)
+  if state == 'done' or state == 'failed' then
+    local c_start = first + tonumber(c) * span
+    local c_stop = math.min(stop, c_start + span)
+    local frames = math.floor((c_stop - c_start + step - 1) / step)
+    redis.call('HSET', KEYS[2], c, 'pending')
+    redis.call('HDEL', KEYS[4], c)
+    redis.call('HINCRBY', KEYS[1], 'frames_done', -(frames - n))
+    redis.call('HINCRBY', KEYS[1], 'frames_failed', -n)
+    redis.call('HINCRBY', KEYS[1], 'chunks_finished', -1)
+    reset[c] = true
+    table.insert(keep, c)
+  end
+end
+if #keep == 0 then return keep end
+redis.call('DEL', KEYS[3])
+for _, raw in ipairs(entries) do
+  local c = tostring(math.floor((cjson.decode(raw).frame - first) / span))
+  if not reset[c] then redis.call('RPUSH', KEYS[3], raw) end
+end
+redis.call('HSET', KEYS[1], 'state', cjson.encode('running'), 'finished_at', 'null')
+return keep
 """
 
 _FINISH = """
@@ -79,12 +162,21 @@ class JobStore(OwnedRecords):
         self._claim = client.register_script(_CLAIM)
         self._finish = client.register_script(_FINISH)
         self._set_state = client.register_script(_SET_JOB_STATE)
+        self._release = client.register_script(_RELEASE)
+        self._resume = client.register_script(_RESUME)
+        self._retry_failed = client.register_script(_RETRY_FAILED)
 
     def _chunks(self, job_id: str) -> str:
         return self.key(job_id) + ":chunks"
 
     def _failed(self, job_id: str) -> str:
         return self.key(job_id) + ":failed"
+
+    def _deaths(self, job_id: str) -> str:
+        return self.key(job_id) + ":deaths"
+
+    def _parked(self, job_id: str) -> str:
+        return self.key(job_id) + ":parked"
 
     def create(
         self,
@@ -127,14 +219,48 @@ class JobStore(OwnedRecords):
                 pipe.execute()
         return job
 
-    def claim_chunk(self, job_id: str, chunk: int) -> tuple[bool, str]:
-        """Mark a chunk running for this delivery; False with the reason if it must not run."""
+    def claim_chunk(self, job_id: str, chunk: int, poison_deaths: int = 3) -> tuple[bool, str]:
+        """Mark a chunk running for this delivery; False with the reason if it must not run.
+
+        A chunk found running was not handed back by its last delivery (its worker died): the
+        ``poison_deaths``-th such takeover parks the chunk instead (reason 'parked')."""
         with redis_errors("claim a chunk"):
             ok, cur = self._claim(
-                keys=[self.key(job_id), self._chunks(job_id)],
-                args=[chunk, ChunkState.RUNNING.value, json.dumps(sources(CHUNK_TRANSITIONS, ChunkState.RUNNING)), now()],
+                keys=[self.key(job_id), self._chunks(job_id), self._deaths(job_id), self._parked(job_id)],
+                args=[chunk, ChunkState.RUNNING.value, json.dumps(sources(CHUNK_TRANSITIONS, ChunkState.RUNNING)), now(),
+                      max(1, int(poison_deaths))],
             )
         return bool(ok), cur
+
+    def release_chunk(self, job_id: str, chunk: int) -> bool:
+        """Hand a running chunk back (running -> pending) before its retry: the delivery failed
+        cleanly, so the next claim is not counted as a worker's death."""
+        with redis_errors("release a chunk"):
+            return bool(self._release(keys=[self._chunks(job_id)], args=[chunk]))
+
+    def note_failure(self, job_id: str, reason: str) -> None:
+        """Remember why a chunk of the job failed and will be retried (the job status warns of it)."""
+        with redis_errors("record a chunk's failure"):
+            self.r.hset(self.key(job_id), "retrying", dumps({"reason": reason, "at": now()}))
+
+    def parked(self, job_id: str) -> dict[int, dict[str, Any]]:
+        with redis_errors("read parked chunks"):
+            return {int(k): loads(v) for k, v in self.r.hgetall(self._parked(job_id)).items()}
+
+    def resume(self, job_id: str) -> list[int]:
+        """Unpark the job's parked chunks and reopen a cancelled or finished job that has chunks left."""
+        with redis_errors("resume a job"):
+            out = self._resume(keys=[self.key(job_id), self._chunks(job_id), self._deaths(job_id), self._parked(job_id)])
+        return sorted(int(c) for c in out)
+
+    def retry_failed(self, job_id: str, first: int, span: int, step: int, stop: int) -> list[int]:
+        """Reopen every finished chunk that holds a failed frame (counters and failure list
+        adjusted in the same step); returns those chunks, which the caller sends again."""
+        with redis_errors("retry failed frames"):
+            out = self._retry_failed(keys=[self.key(job_id), self._chunks(job_id), self._failed(job_id),
+                                           self._deaths(job_id)],
+                                     args=[first, span, step, 0, stop])
+        return sorted(int(c) for c in out)
 
     def finish_chunk(
         self, job_id: str, chunk: int, *, state: ChunkState, done: int, failed: list[dict[str, Any]]

@@ -21,7 +21,7 @@ import numpy as np
 import openvino as ov
 
 from cluster.config import Settings
-from cluster.errors import FrameError, ModelError, PrelabelError
+from cluster.errors import FrameError, ModelError, PrelabelError, ServiceUnavailable
 from cluster.models.engine import EngineCache, InferenceEngine
 from cluster.models.preprocessing import Preprocessing, apply_preprocessing
 from cluster.models.reading import read_model
@@ -64,6 +64,7 @@ class ChunkProcessor:
         *,
         last_attempt: Callable[[], bool] = lambda: True,
         enqueued_at: Callable[[], float | None] = lambda: None,
+        retries: Callable[[], int] = lambda: 0,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -71,6 +72,7 @@ class ChunkProcessor:
         self.device = device
         self.metrics = metrics
         self.last_attempt = last_attempt
+        self.retries = retries
         self.enqueued_at = enqueued_at
         self.core = ov.Core()
         self.inference_threads = limit_cpu_threads(self.core, device, settings.inference_threads)
@@ -98,34 +100,74 @@ class ChunkProcessor:
         enqueued = self.enqueued_at()
         if enqueued is not None:
             self.metrics.queue_wait.labels(self.device).observe(max(0.0, time.time() - enqueued))
-        t = time.perf_counter()
-        claimed, why = self.store.jobs.claim_chunk(job_id, chunk)
-        t = self._timed("claim", t)
-        if not claimed:
-            log.info("skipping job %s chunk %d: %s", job_id, chunk, why)
-            return
-        if why == "running":
-            log.warning("job %s chunk %d: taking over a chunk another delivery started", job_id, chunk)
-        began = t
-        job = self.store.jobs.get_unchecked(job_id)
-        frames = self.store.datasets.frames(job["dataset"], start, stop, step)
+        claimed = False
+        frames: list[dict[str, Any]] | None = None
         try:
+            t = time.perf_counter()
+            claimed, why = self.store.jobs.claim_chunk(job_id, chunk, self.settings.poison_deaths)
+            t = self._timed("claim", t)
+            if not claimed:
+                if why == "parked":
+                    log.error("job %s chunk %d parked: its worker died %d times running it", job_id, chunk,
+                              self.settings.poison_deaths)
+                else:
+                    log.info("skipping job %s chunk %d: %s", job_id, chunk, why)
+                return
+            if why == "running":
+                log.warning("job %s chunk %d: taking over a chunk another delivery started", job_id, chunk)
+            began = t
+            job = self.store.jobs.get_unchecked(job_id)
+            frames = self.store.datasets.frames(job["dataset"], start, stop, step)
             outcomes = self._process(job, frames)
+            self._commit(job_id, chunk, outcomes)
         except Exception as exc:  # noqa: BLE001 - any chunk-wide failure must still end the chunk
-            # A chunk-wide failure (model unreadable, S3 down, a bug). Retry while Dramatiq will; on
-            # the last attempt record every frame as failed with the reason, so the job can finish.
+            # A chunk-wide failure at any step (claim, reads, fetch, model, script, commit: Redis or
+            # S3 down, a bug). Hand the chunk back and retry while Dramatiq will; on the last attempt
+            # record every frame as failed with the reason, in Redis alone, so the job ends.
             self.metrics.errors.labels(self.device, "chunk").inc()
             reason = exc.message if isinstance(exc, PrelabelError) else f"{type(exc).__name__}: {exc}"
-            if not self.last_attempt():
+            # An outage (Redis or S3 unreachable) is retried over the whole retry window; anything
+            # else (a model file missing, a bug) would fail the same way: max_retries, not minutes.
+            transient = isinstance(exc, (ServiceUnavailable, ConnectionError, TimeoutError))
+            if not self.last_attempt() and (transient or self.retries() < self.settings.max_retries):
                 log.warning("job %s chunk %d failed, will retry: %s", job_id, chunk, reason)
+                self._best_effort(lambda: self.store.jobs.note_failure(job_id, reason))
+                if claimed:
+                    self._best_effort(lambda: self.store.jobs.release_chunk(job_id, chunk))
                 raise
             log.error("job %s chunk %d failed for good: %s", job_id, chunk, reason)
-            outcomes = [FrameOutcome(f["frame"], f["name"], f["width"], f["height"], reason=reason) for f in frames]
-        self._commit(job_id, chunk, outcomes)
+            self.give_up(job_id, chunk, start, stop, step, reason, frames)
+            return
         elapsed = time.perf_counter() - began
         self._record_speed(job["model"], elapsed, frames, outcomes)
         self.metrics.chunk.labels(self.device).observe(elapsed)
         log.info("job %s chunk %d: %d frames in %.2fs", job_id, chunk, len(outcomes), elapsed)
+
+    @staticmethod
+    def _best_effort(call: Callable[[], Any]) -> None:
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - Redis down: the retry (or the reconciler) copes
+            log.warning("%s", exc)
+
+    def give_up(self, job_id: str, chunk: int, start: int, stop: int, step: int, reason: str,
+                frames: list[dict[str, Any]] | None = None) -> None:
+        """End the chunk with every frame failed and ``reason``, recorded in Redis only: the give-up
+        must not depend on S3, which may be what just failed. Any result an earlier attempt wrote
+        to S3 is overwritten with an empty one when S3 answers, so the export matches the counters
+        (the export skips a chunk whose result is missing). Raises if Redis is down too: the
+        message is then dead-lettered and the reconciler sends the chunk again later."""
+        if frames is None:
+            try:
+                frames = self.store.datasets.frames(self.store.jobs.get_unchecked(job_id)["dataset"], start, stop, step)
+            except Exception:  # noqa: BLE001 - the frames' names are a nicety; their numbers are known
+                frames = [{"frame": f, "name": ""} for f in range(start, stop, step)]
+        failed = [{"frame": f["frame"], "name": f.get("name", ""), "reason": reason} for f in frames]
+        finished = self.store.jobs.finish_chunk(job_id, chunk, state=ChunkState.FAILED, done=0, failed=failed)
+        if finished:
+            self.metrics.frames.labels(self.device, "failed").inc(len(failed))
+            self._best_effort(lambda: self.objects.put_msgpack(
+                Keys.chunk_result(job_id, chunk), {"job": job_id, "chunk": chunk, "frames": [], "failed": failed}))
 
     def _record_speed(self, model_id: str, elapsed: float, frames: list[Any], outcomes: list[FrameOutcome]) -> None:
         """Report the chunk's seconds per frame, what later jobs of this model size their chunks by

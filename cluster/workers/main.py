@@ -25,8 +25,9 @@ from dramatiq.middleware import CurrentMessage
 
 from cluster.broker.actors import declare_annotate
 from cluster.broker.queues import KNOWN_DEVICES, normalize_device, queue_for
-from cluster.broker.setup import make_broker
+from cluster.broker.setup import make_broker, retry_policy
 from cluster.config import Settings
+from cluster.reconcile import Reconciler
 from cluster.errors import PrelabelError
 from cluster.models.device_diagnosis import describe_devices
 from cluster.models.devices import available_devices, require_device
@@ -56,20 +57,26 @@ def run_worker(settings: Settings, device: str) -> int:
     broker = make_broker(settings)
     metrics = WorkerMetrics.create()
 
+    max_retries = retry_policy(settings)
+
     def last_attempt() -> bool:
         message = CurrentMessage.get_current_message()
         if message is None:
             return True
         retries = message.options.get("retries", 0)
-        return retries >= message.options.get("max_retries", settings.max_retries)
+        return retries >= message.options.get("max_retries", max_retries)
+
+    def retries() -> int:
+        message = CurrentMessage.get_current_message()
+        return message.options.get("retries", 0) if message is not None else 0
 
     def enqueued_at() -> float | None:
         message = CurrentMessage.get_current_message()
         return message.message_timestamp / 1000 if message is not None else None
 
     processor = ChunkProcessor(settings, store, objects, device, metrics, last_attempt=last_attempt,
-                               enqueued_at=enqueued_at)
-    declare_annotate(broker, processor, max_retries=settings.max_retries)
+                               enqueued_at=enqueued_at, retries=retries)
+    declare_annotate(broker, processor, max_retries=max_retries)
 
     # Stale after a few missed beats, not one: a long GC pause or a Redis failover must not get
     # a busy worker restarted by its liveness probe.
@@ -82,6 +89,7 @@ def run_worker(settings: Settings, device: str) -> int:
         print(f"OpenVINO CPU inference threads: {processor.inference_threads} (container CPU quota)", flush=True)
 
     stop = threading.Event()
+    reconciler = Reconciler(store, broker, settings)
     queues = [queue_for(d) for d in sorted(set(KNOWN_DEVICES) | {device})]
 
     def keeper() -> None:
@@ -91,6 +99,7 @@ def run_worker(settings: Settings, device: str) -> int:
                 store.workers.beat(worker_id, device, info)
                 broker.maintain(queues)
                 heartbeat.beat()
+                reconciler.maybe_run()
             except Exception as exc:  # keep beating through transient Redis errors
                 log.warning("keeper: %s", exc)
             stop.wait(period)

@@ -83,3 +83,20 @@ def export_job(job_id: str):
         mimetype=mimetype,
         headers={"Content-Disposition": f'attachment; filename="job-{job["id"]}-{fmt}{suffix}"'},
     )
+
+
+# -- recovery (REL): resume a stuck, parked or cancelled job; run its failed frames again ------------
+@bp.post("/jobs/<job_id>/resume")
+def resume_job_route(job_id: str):
+    from cluster.jobs import resume_job
+
+    c = clients()
+    return jsonify(resume_job(c.store, c.broker, api_user(), job_id))
+
+
+@bp.post("/jobs/<job_id>/retry-failed")
+def retry_failed_route(job_id: str):
+    from cluster.jobs import retry_failed_job
+
+    c = clients()
+    return jsonify(retry_failed_job(c.store, c.broker, api_user(), job_id))

@@ -1,0 +1,152 @@
+"""Jobs recovered by hand, against real worker processes (Valkey db 12): a chunk that kills its
+worker every time is parked and a resume runs it; cancel stops new chunks within seconds and a
+resume finishes the job; retry-failed runs the failed frames again. Each ends with every frame
+exactly once in the export and the counters equal to what it holds."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import time
+
+import pytest
+
+from cluster_fixtures import FlaskApi, kill_group, noise_dataset, start_worker, tiny_model, wait_job
+from test_faults_servers import check_export
+
+from cluster.dashboard import create_app
+from cluster.store import Store
+
+# Trusted (full Python): kills its worker (its parent process) on frame f005.jpg while
+# the marker file exists; fails frame f003.jpg while the other marker exists; else one box a frame.
+SCRIPT = '''
+import os, time
+
+def interpret(outputs, frame, labels, context):
+    if frame["name"] == "f005.jpg" and os.path.exists(KILL):
+        os.kill(os.getppid(), 9)
+    if frame["name"] == "f003.jpg" and os.path.exists(FAIL):
+        raise RuntimeError("frame 3 is bad today")
+    time.sleep(0.05)
+    return [{"type": "rectangle", "label": "1", "points": [0, 0, frame["width"] / 2, frame["height"] / 2]}]
+'''
+
+ENV = {"PRELABEL_POISON_DEATHS": "2", "PRELABEL_RECONCILE_PERIOD": "2", "PRELABEL_RECONCILE_GRACE": "6"}
+
+
+@pytest.fixture()
+def env(session_settings, tmp_path):
+    base, _, _ = session_settings.redis_url.rpartition("/")
+    settings = session_settings.with_(redis_url=f"{base}/12", s3_bucket=f"jobs-{secrets.token_hex(4)}",
+                                      heartbeat_timeout_s=6.0, poison_deaths=2)
+    store = Store.from_settings(settings)
+    store.redis.flushdb()
+    _, token = store.users.add("root", admin=True)  # trusted scripts need an admin
+    api = FlaskApi(create_app(settings), token)
+    kill, fail = tmp_path / "kill", tmp_path / "fail"
+    xml, bin_ = tiny_model(tmp_path / "tiny")
+    files = [("model", (xml.name, xml.read_bytes())), ("weights", (bin_.name, bin_.read_bytes())),
+             ("labels", ("labels.json", json.dumps({"label_map": {"1": "thing"}}).encode())),
+             ("script", ("script.py", f"KILL = {str(kill)!r}\nFAIL = {str(fail)!r}\n{SCRIPT}".encode()))]
+    model = api.post("/api/models", files=files, data={"name": "tiny", "preprocessing": "{}", "trusted": "true"})
+    workers = []
+
+    def worker(name: str):
+        proc = start_worker(settings, log=tmp_path / f"{name}.log", extra_env=ENV)
+        workers.append(proc)
+        return proc
+
+    yield settings, api, model, kill, fail, worker, tmp_path
+    for proc in workers:
+        if proc.poll() is None:
+            kill_group(proc, signal.SIGTERM)
+
+
+def test_a_chunk_that_kills_its_worker_every_time_is_parked_then_resumed(env):
+    settings, api, model, kill, fail, worker, tmp_path = env
+    kill.touch()
+    frames = 16
+    dataset = noise_dataset(api, frames)
+    job = api.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"], "chunk_size": 4})
+    started = time.monotonic()
+    deaths = 0
+    deadline = time.monotonic() + 150
+    while True:  # as `prelabel up` would: restart the worker each time it dies
+        status = api.get(f"/api/jobs/{job['id']}")
+        if status["chunks"]["parked"]:
+            break
+        assert time.monotonic() < deadline, status
+        proc = worker(f"w{deaths}")
+        while proc.poll() is None and not api.get(f"/api/jobs/{job['id']}")["chunks"]["parked"]:
+            time.sleep(0.3)
+        if proc.poll() is not None:
+            deaths += 1
+    parked_after = time.monotonic() - started
+    assert deaths == 2, "parked after PRELABEL_POISON_DEATHS deaths, not redelivered for ever"
+    assert status["parked"][0]["chunk"] == 1 and "died 2 times" in status["parked"][0]["reason"]
+    assert "parked" in status["warning"]
+    # the rest of the job is done; the job waits for the parked chunk and says so
+    deadline = time.monotonic() + 60
+    while api.get(f"/api/jobs/{job['id']}")["frames_done"] < 12:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert api.get(f"/api/jobs/{job['id']}")["state"] == "running"
+
+    kill.unlink()  # fixed: a resume runs the chunk again
+    resumed = api.post(f"/api/jobs/{job['id']}/resume")
+    assert resumed["resent_chunks"] == [1] and resumed["chunks"]["parked"] == 0
+    status = wait_job(api, job["id"], timeout_s=90)
+    status = check_export(api, settings, job["id"], frames)
+    print(f"\nRELIABILITY poison: parked after {deaths} worker deaths, {parked_after:.1f}s; "
+          f"resumed job {status['state']} done {status['frames_done']}")
+    assert status["state"] == "completed" and status["frames_done"] == frames
+
+
+def test_cancel_stops_new_chunks_within_seconds_and_resume_finishes_the_job(env):
+    settings, api, model, kill, fail, worker, tmp_path = env
+    frames = 60
+    dataset = noise_dataset(api, frames)
+    worker("w")
+    job = api.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"], "chunk_size": 4})
+    deadline = time.monotonic() + 90
+    while api.get(f"/api/jobs/{job['id']}")["frames_done"] < 8:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    cancelled = api.post(f"/api/jobs/{job['id']}/cancel")
+    assert cancelled["state"] == "cancelled"
+    time.sleep(3)  # chunks in flight finish
+    settled = api.get(f"/api/jobs/{job['id']}")["frames_done"]
+    time.sleep(3)
+    after = api.get(f"/api/jobs/{job['id']}")
+    assert after["frames_done"] == settled < frames, "no new chunk started after the cancel"
+    print(f"\nRELIABILITY cancel: {cancelled['frames_done']} frames done at the cancel, {settled} after it")
+
+    t = time.monotonic()
+    resumed = api.post(f"/api/jobs/{job['id']}/resume")
+    assert resumed["state"] == "running" and resumed["resent_chunks"]
+    wait_job(api, job["id"], timeout_s=90)
+    status = check_export(api, settings, job["id"], frames)
+    print(f"RELIABILITY resume: job {status['state']} {time.monotonic() - t:.1f}s after the resume")
+    assert status["state"] == "completed" and status["frames_done"] == frames
+
+
+def test_retry_failed_runs_the_failed_frames_again(env):
+    settings, api, model, kill, fail, worker, tmp_path = env
+    fail.touch()
+    frames = 12
+    dataset = noise_dataset(api, frames)
+    worker("w")
+    job = api.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"], "chunk_size": 4})
+    first = wait_job(api, job["id"], timeout_s=90)
+    assert first["state"] == "completed" and first["frames_failed"] == 1 and first["frames_done"] == frames - 1
+    check_export(api, settings, job["id"], frames)
+
+    fail.unlink()
+    t = time.monotonic()
+    retried = api.post(f"/api/jobs/{job['id']}/retry-failed")
+    assert retried["resent_chunks"] == [0] and retried["state"] == "running"
+    wait_job(api, job["id"], timeout_s=90)
+    status = check_export(api, settings, job["id"], frames)
+    print(f"\nRELIABILITY retry-failed: job {status['state']} {time.monotonic() - t:.1f}s after the retry")
+    assert status["state"] == "completed" and status["frames_done"] == frames and status["frames_failed"] == 0
