@@ -156,8 +156,7 @@ class LocalCluster:
                 else:
                     from cluster.local.seaweed import start_seaweed
 
-                    creds = _credentials(self.data_dir)
-                    self.servers[i] = start_seaweed(server.data_dir, creds["s3_access_key"], creds["s3_secret_key"],
+                    self.servers[i] = start_seaweed(server.data_dir, server.access_key, server.secret_key,
                                                     port=server.port)
                 restarted.append(name)
             except Exception as exc:  # noqa: BLE001 - try again on the next pass
