@@ -170,6 +170,22 @@ def test_a_worker_decodes_big_frames_one_at_a_time_and_small_ones_freely(fresh_b
     assert budget.peak_held == 24_000_000  # never two big frames at once; small ones hold nothing
 
 
+def test_ingest_verifies_big_images_one_at_a_time_too():
+    from cluster.datasets.budget import shared_budget
+
+    limits = IngestLimits(max_image_pixels=30_000_001)  # a capacity of its own, for this test
+    big = _png(6000, 4000)
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.extend(iter_upload("big.png", big, limits=limits)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [type(r) for r in results] == [Frame] * 3
+    assert shared_budget(30_000_001).peak_held == 24_000_000
+
+
 # ---------------------------------------------------------------------------------------------
 # Archives and upload size
 

@@ -38,6 +38,7 @@ from typing import BinaryIO, NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
+from cluster.datasets.budget import shared_budget
 from cluster.datasets.names import name_parts, safe_name
 from cluster.errors import ConfigError, InvalidInput
 
@@ -227,7 +228,8 @@ def verify_image(name: str, data: bytes, ext: str,
     """Fully decode ``data`` (of type ``ext``) with PIL; a :class:`Frame` of the original bytes.
 
     The pixel size is read from the header (``Image.open`` decodes nothing) and checked against
-    ``limits.max_image_pixels`` before the decode, so a 20 KB 13000x13000 PNG costs no memory."""
+    ``limits.max_image_pixels`` before the decode, so a 20 KB 13000x13000 PNG costs no memory; big
+    images allowed through decode one at a time (:mod:`cluster.datasets.budget`)."""
     if len(data) > limits.max_image_bytes:
         return Rejected(name, f"image too large: more than {limits.max_image_bytes} bytes")
     early_end = _structural_truncation(data, ext)
@@ -243,7 +245,8 @@ def verify_image(name: str, data: bytes, ext: str,
                 return Rejected(name, f"image too large: {width}x{height} pixels "
                                       f"(limit {limits.max_image_pixels})")
             im.verify()  # chunk CRCs for PNG; a no-op for most formats
-        with Image.open(io.BytesIO(data), formats=[fmt]) as im:
+        with Image.open(io.BytesIO(data), formats=[fmt]) as im, \
+                shared_budget(limits.max_image_pixels).hold(width * height):
             im.load()  # the full decode; LOAD_TRUNCATED_IMAGES is never set here
     except Image.DecompressionBombError as exc:
         return Rejected(name, f"image too large: {exc}")

@@ -13,52 +13,19 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cluster.datasets.budget import FREE_PIXELS, PixelBudget  # noqa: F401 (FREE_PIXELS: re-exported)
 from cluster.errors import FrameError
 from cluster.models.preprocessing import Preprocessing, resizes_on_host
 
 _cv2: Any = None
 
 DEFAULT_MAX_FRAME_PIXELS = 40_000_000
-#: Frames below this many pixels (about 4K UHD / 2) decode without waiting for the budget.
-FREE_PIXELS = 4_000_000
-
-
-class PixelBudget:
-    """A semaphore weighted by pixels: decodes hold ``min(pixels, capacity)`` of ``capacity``."""
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError("the pixel budget must be positive")
-        self.capacity = int(capacity)
-        self._free = self.capacity
-        self._cond = threading.Condition()
-        self.peak_held = 0  # the most pixels held at once (for tests and metrics)
-
-    @contextmanager
-    def hold(self, pixels: int) -> Iterator[None]:
-        weight = min(int(pixels), self.capacity)
-        if weight < FREE_PIXELS:
-            yield
-            return
-        with self._cond:
-            self._cond.wait_for(lambda: self._free >= weight)
-            self._free -= weight
-            self.peak_held = max(self.peak_held, self.capacity - self._free)
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._free += weight
-                self._cond.notify_all()
-
 
 _limit_lock = threading.Lock()
 _budget: PixelBudget | None = None
