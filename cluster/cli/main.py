@@ -21,7 +21,10 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 def cmd_up(args: argparse.Namespace) -> int:
     from cluster.local.up import run_up
 
+    from cluster.broker.queues import normalize_device
+
     settings = Settings.from_env(data_dir=args.data_dir, devices=args.devices, port=args.port)
+    settings = settings.with_(devices=tuple(normalize_device(d) for d in settings.devices))  # FOO: an error, not a worker restarted for ever
     return run_up(settings)
 
 
