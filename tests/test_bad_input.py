@@ -327,6 +327,21 @@ def test_openvino_device_names_are_accepted(device, name):
     assert normalize_device(device) == name
 
 
+def test_prelabel_up_and_worker_refuse_a_bad_device_before_starting_anything(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRELABEL_", "REDIS_", "S3_"))}
+    env["PRELABEL_HOME"] = str(tmp_path)
+    for args in (["up", "--devices", "CPU,FOO"], ["worker", "--device", "X" * 5000]):
+        out = subprocess.run([sys.executable, "-m", "cluster", *args], env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 2 and "bad device name" in out.stderr and "Traceback" not in out.stderr
+        assert len(out.stderr) < 300
+    assert not (tmp_path / "cluster.json").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Label id 0
 
