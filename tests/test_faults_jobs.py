@@ -19,13 +19,17 @@ from cluster.dashboard import create_app
 from cluster.store import Store
 
 # Trusted (full Python): kills its worker (its parent process) on frame f005.jpg while
-# the marker file exists; fails frame f003.jpg while the other marker exists; else one box a frame.
+# the marker file exists; kills itself once on f006.jpg; fails frame f003.jpg while the other marker
+# exists; else one box a frame.
 SCRIPT = '''
 import os, time
 
 def interpret(outputs, frame, labels, context):
     if frame["name"] == "f005.jpg" and os.path.exists(KILL):
         os.kill(os.getppid(), 9)
+    if frame["name"] == "f006.jpg" and os.path.exists(SELFKILL):
+        os.unlink(SELFKILL)
+        os.kill(os.getpid(), 9)  # the script process dies mid-frame, once
     if frame["name"] == "f003.jpg" and os.path.exists(FAIL):
         raise RuntimeError("frame 3 is bad today")
     time.sleep(0.05)
@@ -44,11 +48,11 @@ def env(session_settings, tmp_path):
     store.redis.flushdb()
     _, token = store.users.add("root", admin=True)  # trusted scripts need an admin
     api = FlaskApi(create_app(settings), token)
-    kill, fail = tmp_path / "kill", tmp_path / "fail"
+    kill, fail, selfkill = tmp_path / "kill", tmp_path / "fail", tmp_path / "selfkill"
     xml, bin_ = tiny_model(tmp_path / "tiny")
     files = [("model", (xml.name, xml.read_bytes())), ("weights", (bin_.name, bin_.read_bytes())),
              ("labels", ("labels.json", json.dumps({"label_map": {"1": "thing"}}).encode())),
-             ("script", ("script.py", f"KILL = {str(kill)!r}\nFAIL = {str(fail)!r}\n{SCRIPT}".encode()))]
+             ("script", ("script.py", f"KILL = {str(kill)!r}\nFAIL = {str(fail)!r}\nSELFKILL = {str(selfkill)!r}\n{SCRIPT}".encode()))]
     model = api.post("/api/models", files=files, data={"name": "tiny", "preprocessing": "{}", "trusted": "true"})
     workers = []
 
@@ -150,3 +154,20 @@ def test_retry_failed_runs_the_failed_frames_again(env):
     status = check_export(api, settings, job["id"], frames)
     print(f"\nRELIABILITY retry-failed: job {status['state']} {time.monotonic() - t:.1f}s after the retry")
     assert status["state"] == "completed" and status["frames_done"] == frames and status["frames_failed"] == 0
+
+
+def test_a_script_process_killed_mid_frame_loses_and_duplicates_nothing(env):
+    settings, api, model, kill, fail, worker, tmp_path = env
+    (tmp_path / "selfkill").touch()
+    frames = 16
+    dataset = noise_dataset(api, frames)
+    worker("w")
+    t = time.monotonic()
+    job = api.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"], "chunk_size": 4})
+    wait_job(api, job["id"], timeout_s=90)
+    assert not (tmp_path / "selfkill").exists(), "the script process did die"
+    status = check_export(api, settings, job["id"], frames)
+    failed = api.get(f"/api/jobs/{job['id']}/failed")
+    print(f"\nRELIABILITY script-killed: job {status['state']} in {time.monotonic() - t:.1f}s, "
+          f"done {status['frames_done']} failed {status['frames_failed']} {[f['reason'] for f in failed]}")
+    assert status["state"] == "completed" and status["frames_done"] >= frames - 1
