@@ -171,6 +171,9 @@ def test_a_page_from_another_origin_changes_nothing_for_a_logged_in_admin(browse
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("dialog", lambda dialog: dialog.accept())
+    violations: list[str] = []  # the dashboard's pages must work under their own CSP
+    page.on("console", lambda msg: violations.append(msg.text)
+            if "Content Security Policy" in msg.text and page.url.startswith(cluster.api_url) else None)
     try:
         page.goto(cluster.api_url + "/login")
         page.fill("#token", admin.token)
@@ -206,5 +209,6 @@ def test_a_page_from_another_origin_changes_nothing_for_a_logged_in_admin(browse
         r = requests.get(cluster.api_url + "/api/me", cookies={"prelabel_session": cookie["value"]}, timeout=10)
         assert r.status_code == 401
         assert errors == [], f"JavaScript errors on the dashboard: {errors}"
+        assert violations == [], f"the dashboard's pages break its CSP: {violations}"
     finally:
         context.close()
