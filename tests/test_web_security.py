@@ -89,6 +89,7 @@ def test_the_session_cookie_holds_a_random_id_never_the_token_and_is_httponly_an
     assert keys and not any(value in k for k in keys)
     dumped = json.dumps([web["store"].redis.hgetall(k) for k in keys])
     assert token not in dumped and value not in dumped
+    assert all(0 < web["store"].redis.ttl(k) <= web["settings"].session_ttl_s for k in keys), "sessions expire"
     # over https (or behind a TLS proxy) the cookie is Secure
     r = web["app"].test_client().post("/login", data={"token": token}, base_url="https://dash.example")
     assert "Secure" in r.headers["Set-Cookie"]
