@@ -47,9 +47,9 @@ def parse_frames(spec: str | None, frame_count: int) -> FrameRange:
         stop = start + 1
     else:
         stop = frame_count
-    if stop <= start:
+    if stop <= start and end_s:  # "5-2": the end given is before the start
         raise InvalidInput(f"bad frame selection {spec!r}: the end is before the start")
-    if start >= frame_count:
+    if start >= frame_count:  # "999-" on 10 frames: it starts too late (its open end is not the mistake)
         raise InvalidInput(f"frame selection {spec!r} starts after the dataset's last frame ({frame_count - 1})")
     return FrameRange(start, min(stop, frame_count), step)
 

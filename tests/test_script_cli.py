@@ -133,7 +133,7 @@ def test_check_says_what_is_wrong_with_a_script_of_neither_style(tmp_path):
     out = prelabel_script("check", script)
     assert out.returncode == 1 and "defines no interpret" in out.stderr and f"{script}:1:" in out.stderr
     missing = prelabel_script("check", tmp_path / "missing.py")
-    assert missing.returncode == 1 and "cannot read" in missing.stderr
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
 
 
 @needs_corpus
@@ -255,7 +255,7 @@ def test_run_refuses_bad_inputs_with_a_clear_error(tmp_path):
     ]
     for args, text in cases:
         out = prelabel_script("run", script, *args)
-        assert out.returncode == 1 and text in out.stderr, (args, out.stderr)
+        assert out.returncode == 2 and text in out.stderr, (args, out.stderr)  # a bad input file: exit 2
         assert out.stdout == ""
 
 

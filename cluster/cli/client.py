@@ -58,7 +58,9 @@ class ApiClient:
         try:
             response = self.http.request(method, self.base + path, timeout=self.timeout, stream=stream, **kwargs)
         except requests.ConnectionError as exc:
-            raise ServiceUnavailable(f"cannot reach the Prelabel API at {self.base}: {exc}") from exc
+            reason = "connection refused" if "refused" in str(exc).lower() else str(exc)
+            raise ServiceUnavailable(f"cannot reach the Prelabel API at {self.base}: {reason} (is the cluster "
+                                     "running? `prelabel up` starts one)") from exc
         except requests.RequestException as exc:  # a bad URL, a timeout, a body that cannot be sent
             raise ServiceUnavailable(f"request to the Prelabel API at {self.base} failed: {exc}") from exc
         if response.status_code >= 400:

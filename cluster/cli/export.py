@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from cluster.cli.checks import check_output
-from cluster.cli.client import ApiClient
+from cluster.cli.client import ApiClient, ApiError
 from cluster.errors import InvalidInput
 
 SUFFIX = {"cvat": ".xml", "coco": ".json", "masks": ".zip"}
@@ -33,6 +33,11 @@ def export_job(client: ApiClient, job_id: str, fmt: str, output: Path, *, force:
         return output
     except OSError as exc:
         raise InvalidInput(f"cannot write {output}: {exc.strerror or exc}") from None
+    except ApiError as exc:
+        if exc.status == 409 and not partial:
+            raise InvalidInput(exc.message.replace("ask for a partial export with ?partial=1",
+                                                   "pass --partial to export what is done so far")) from None
+        raise
 
 
 def _masks_folder(client: ApiClient, path: str, output: Path, force: bool) -> Path:

@@ -111,6 +111,8 @@ def cmd_datasets_add(args: argparse.Namespace) -> int:
     from cluster.cli.client import ApiError
 
     files = list(iter_paths([Path(p) for p in args.paths]))  # every path checked before anything is sent
+    if not files:
+        raise PrelabelError(f"no files to upload in {' '.join(args.paths)} (hidden files are skipped)")
     for _, path in files:
         open_input("datasets add", str(path)).close()
     client = _client()

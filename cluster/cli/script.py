@@ -79,8 +79,8 @@ def cmd_script_check(args: argparse.Namespace) -> int:
     try:
         source = _read_source(args.file)
     except PrelabelError as exc:
-        print(f"prelabel script check: {exc.message}", file=sys.stderr)
-        return 1
+        print(f"prelabel: error: {exc.message}", file=sys.stderr)  # a bad file or argument: exit 2, as everywhere
+        return 2
     report = _report(source, args.trusted)
     level = "trusted" if args.trusted else "untrusted"
     if not report.ok:
@@ -175,8 +175,8 @@ def cmd_script_run(args: argparse.Namespace) -> int:
         _print_script_error(args.file, exc)
         return 1
     except PrelabelError as exc:
-        print(f"prelabel script run: {exc.message}", file=sys.stderr)
-        return 1
+        print(f"prelabel: error: {exc.message}", file=sys.stderr)  # a bad file or argument: exit 2, as everywhere
+        return 2
     # valid JSON, one shape per line
     print("[\n" + ",\n".join("  " + json.dumps(shape) for shape in shapes) + "\n]" if shapes else "[]")
     return 0

@@ -224,6 +224,12 @@ def _paths() -> dict[str, Any]:
             "description": "the OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}},
             public=True, tag="meta")},
         "/api/me": {"get": _op("The caller's account", {"200": _json(_ref("User"), "the user")}, tag="users")},
+        # -- token reset (SEC)
+        "/api/users/{name}/token": {"post": _op(
+            "Admin: issue a user a new API token (the old one and the user's sessions stop working)",
+            {"200": _json(_ref("Token"), "the new token"), "403": forbidden, "404": missing},
+            params=[_path_param("name", "the user's name")], tag="users")},
+        # -- end token reset
         "/api/datasets": {
             "get": _op("The datasets the caller can see", {"200": _json(_array("Dataset"), "datasets")},
                        tag="datasets"),
@@ -311,6 +317,17 @@ def _paths() -> dict[str, Any]:
                     _query("partial", "1: export an unfinished job as it is now",
                            {"type": "string", "enum": ["0", "1", "true", "false"]})],
             tag="jobs")},
+        # -- recovery (REL): see docs/reliability.md -------------------------------------------------
+        "/api/jobs/{job_id}/resume": {"post": _op(
+            "Resume a stuck, parked or cancelled job: unpark its parked chunks and send every unfinished "
+            "chunk that has no message",
+            {"200": _json(_ref("ResentJob"), "the job, with the chunks sent again"), "403": forbidden,
+             "404": missing, "409": conflict}, params=[_JOB], tag="jobs")},
+        "/api/jobs/{job_id}/retry-failed": {"post": _op(
+            "Run a job's failed frames again (their chunks go back to pending and are sent again)",
+            {"200": _json(_ref("ResentJob"), "the job, with the chunks sent again"), "403": forbidden,
+             "404": missing, "409": conflict}, params=[_JOB], tag="jobs")},
+        # -- end recovery
         "/api/jobs/{job_id}/frames/{frame}/annotations": {"get": _op(
             "One frame's annotations in a job", {"200": _json(_ref("Annotations"), "the frame's shapes"),
                                                  "404": missing},
