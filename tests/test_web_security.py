@@ -388,3 +388,27 @@ def test_the_dashboard_processes_are_non_dumpable_and_a_trusted_scripts_check_se
 
 def _user_name(web, token: str) -> str:
     return web["store"].users.authenticate(token).name
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_and_scheme_count(web):
+    """PRELABEL_PROXY_HOPS=1 (the Ingress): X-Forwarded-For is the client for the login limit, and
+    X-Forwarded-Proto https makes the cookie Secure; without it the headers are ignored."""
+    _, token = _user(web)
+    proxied = create_app(web["settings"].with_(proxy_hops=1)).test_client()
+    proxied.environ_base["REMOTE_ADDR"] = "10.9.1.1"  # the Ingress
+    for _ in range(web["settings"].login_max_failures):
+        assert proxied.post("/login", data={"token": "wrong"},
+                            headers={"X-Forwarded-For": "198.51.100.7"}).status_code == 401
+    assert proxied.post("/login", data={"token": "wrong"},
+                        headers={"X-Forwarded-For": "198.51.100.7"}).status_code == 429
+    r = proxied.post("/login", data={"token": token},
+                     headers={"X-Forwarded-For": "198.51.100.8", "X-Forwarded-Proto": "https"})
+    assert r.status_code == 302 and "Secure" in r.headers["Set-Cookie"]
+
+    direct = web["app"].test_client()  # proxy_hops 0: a client cannot pick its own address or scheme
+    direct.environ_base["REMOTE_ADDR"] = "10.9.1.2"
+    for i in range(web["settings"].login_max_failures):
+        direct.post("/login", data={"token": "wrong"}, headers={"X-Forwarded-For": f"203.0.113.{i}"})
+    assert direct.post("/login", data={"token": token}, headers={"X-Forwarded-For": "203.0.113.99"}).status_code == 429
+    r = web["app"].test_client().post("/login", data={"token": token}, headers={"X-Forwarded-Proto": "https"})
+    assert r.status_code == 302 and "Secure" not in r.headers["Set-Cookie"]
