@@ -103,9 +103,10 @@ def run_demo(data_dir: str | None, out_dir: Path, port: int | None = None) -> in
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {
-        "cvat": export_job(client, job["id"], "cvat", out_dir / "annotations-cvat.xml"),
-        "coco": export_job(client, job["id"], "coco", out_dir / "annotations-coco.json"),
-        "masks": export_job(client, job["id"], "masks", out_dir / "masks"),
+        # The demo owns its output folder: a second run replaces the first run's exports.
+        "cvat": export_job(client, job["id"], "cvat", out_dir / "annotations-cvat.xml", force=True),
+        "coco": export_job(client, job["id"], "coco", out_dir / "annotations-coco.json", force=True),
+        "masks": export_job(client, job["id"], "masks", out_dir / "masks", force=True),
     }
     print()
     print(f"job {job['id']} {final['state']}: {final['frames_done']} frames annotated, "
