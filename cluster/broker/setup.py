@@ -42,9 +42,9 @@ class PrelabelBroker(RedisBroker):
 
 
 #: Backoff bounds of a chunk's retries, in ms: the first retry after about a second, the later ones
-#: every 30-60 s (Dramatiq's jitter puts a delay between half the bound and the bound).
+#: every 15-30 s (Dramatiq's jitter puts a delay between half the bound and the bound).
 MIN_BACKOFF_MS = 1000
-MAX_BACKOFF_MS = 60_000
+MAX_BACKOFF_MS = 30_000
 
 
 def retry_policy(settings: Settings) -> int:
