@@ -291,8 +291,8 @@ def test_the_review_panel_draws_a_frames_shapes_over_its_image_and_pages_through
     expect(overlay).to_have_attribute("data-frame", "3")
     expect(page.locator("#viewer-title")).to_contain_text(world["names"][3])
     expect(page.locator("#viewer-title")).to_contain_text(f"{W}×{H}")
-    page.wait_for_function("(() => { const i = document.getElementById('frame-image');"
-                           " return i && i.complete && i.naturalWidth > 0; })()")
+    # expect(), not wait_for_function: the page's CSP (no eval) refuses a polled predicate string
+    expect(page.locator("#frame-image")).to_have_js_property("naturalWidth", W)
     assert page.evaluate("document.getElementById('frame-image').naturalWidth") == W
     assert overlay.get_attribute("viewBox") == f"0 0 {W} {H}"
 
@@ -335,7 +335,7 @@ def test_the_review_panel_draws_a_frames_shapes_over_its_image_and_pages_through
     items.last.click()
     expect(page.locator("#overlay")).to_have_attribute("data-frame", "54")
     expect(page.locator("#viewer-title")).to_contain_text(world["names"][54])
-    page.wait_for_function("document.getElementById('frame-image').naturalWidth > 0")
+    expect(page.locator("#frame-image")).to_have_js_property("naturalWidth", W)
     assert _image_loaded(page)
 
 
