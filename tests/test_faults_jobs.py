@@ -171,3 +171,24 @@ def test_a_script_process_killed_mid_frame_loses_and_duplicates_nothing(env):
     print(f"\nRELIABILITY script-killed: job {status['state']} in {time.monotonic() - t:.1f}s, "
           f"done {status['frames_done']} failed {status['frames_failed']} {[f['reason'] for f in failed]}")
     assert status["state"] == "completed" and status["frames_done"] >= frames - 1
+
+
+def test_the_jobs_commands_resume_and_retry_failed_through_the_dashboard(cluster, tmp_path, monkeypatch, capsys):
+    from cluster.cli.main import main
+    from cluster_fixtures import new_user, register
+
+    name, client = new_user(cluster)
+    model = register(client, "tiny", *tiny_model(tmp_path / "tiny"), "def interpret(o, f, l, c):\n    return []\n",
+                     {"1": "thing"})
+    dataset = noise_dataset(client, 4, name="cli")
+    job = client.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"]})
+    wait_job(client, job["id"], timeout_s=120)
+    monkeypatch.setenv("PRELABEL_API_URL", cluster.api_url)
+    monkeypatch.setenv("PRELABEL_TOKEN", client.token)
+    assert main(["jobs", "retry-failed", job["id"]]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["state"] == "completed" and shown["resent_chunks"] == []
+    assert main(["jobs", "resume", job["id"]]) == 0
+    assert json.loads(capsys.readouterr().out)["resent_chunks"] == []
+    assert main(["jobs", "resume", "nosuchjob"]) == 2
+    assert "no job 'nosuchjob'" in capsys.readouterr().err
