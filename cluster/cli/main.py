@@ -93,8 +93,10 @@ def cmd_users_token(args: argparse.Namespace) -> int:
 def cmd_login(args: argparse.Namespace) -> int:
     from cluster.cli.client import ApiClient, save_token
 
-    me = ApiClient(Settings.from_env(), token=args.token).get("/api/me")
-    path = save_token(args.token)
+    if not args.token.strip():
+        raise PrelabelError("the token is empty: pass the token `prelabel users add NAME` printed")
+    me = ApiClient(Settings.from_env(), token=args.token.strip()).get("/api/me")
+    path = save_token(args.token.strip())
     print(f"logged in as {me['name']}; token saved in {path}")
     return 0
 
