@@ -50,6 +50,35 @@ def messages_present(client: redis.Redis, namespace: str, queues: list[str]) -> 
     return present
 
 
+def clear_dead_letters(store: Store, namespace: str, queues: list[str], present: set[tuple[str, int]]) -> int:
+    """Drop dead-lettered annotate messages whose chunk has been dealt with since: finished, sent
+    again (its new message exists), so the dead-letter alert clears once
+    the reconciler has recovered what it could. Others stay for a human to look at."""
+    r = store.redis
+    removed = 0
+    for queue in queues:
+        xq = f"{namespace}:{queue}.XQ"
+        stale = []
+        for message_id, data in r.hscan_iter(xq + ".msgs", count=1000):
+            try:
+                args = Message.decode(data.encode() if isinstance(data, str) else data).args
+                job_id, chunk = str(args[0]), int(args[1])
+            except Exception:  # noqa: BLE001 - not one of ours
+                continue
+            state = r.hget(store.jobs.key(job_id) + ":chunks", str(chunk))
+            if state is None:
+                continue  # not a chunk this cluster knows: left alone
+            if (job_id, chunk) in present or state in (ChunkState.DONE.value, ChunkState.FAILED.value):
+                stale.append(message_id)
+        if stale:
+            pipe = r.pipeline(transaction=True)
+            pipe.zrem(xq, *stale)
+            pipe.hdel(xq + ".msgs", *stale)
+            pipe.execute()
+            removed += len(stale)
+    return removed
+
+
 def unsent_chunks(store: Store, job: dict[str, Any], present: set[tuple[str, int]]) -> list[int]:
     """The job's pending or running chunks that have no message."""
     states = store.jobs.chunk_states(job["id"])
@@ -86,10 +115,12 @@ class Reconciler:
 
         r = self.store.redis
         _, active = self.store.jobs.census()
+        queues = job_queues(self.broker, {j["device"] for j in active})
+        present = messages_present(r, self.broker.namespace, queues)
+        clear_dead_letters(self.store, self.broker.namespace, queues, present)
         if not active:
             r.delete(SUSPECTS)
             return []
-        present = messages_present(r, self.broker.namespace, job_queues(self.broker, {j["device"] for j in active}))
         now = time.time()
         suspects = {k: float(v) for k, v in r.hgetall(SUSPECTS).items()}
         keep: dict[str, float] = {}

@@ -148,3 +148,20 @@ def test_readyz_reports_redis_and_s3_separately_and_healthz_stays_up(session_set
     no_redis = app.test_client().get("/readyz")
     assert no_redis.status_code == 503 and not no_redis.json["redis"]["ok"] and no_redis.json["s3"]["ok"]
     assert app.test_client().get("/healthz").status_code == 200, "liveness does not depend on Redis"
+
+
+def test_a_dead_lettered_chunk_is_sent_again_and_its_dead_letter_cleared(rel):
+    import time as _time
+
+    settings, store, broker = rel
+    _, job = _job(store, frames=32, chunk=16)  # 2 chunks
+    send_chunks(store, broker, job, [1])
+    message = broker.get_actor("annotate_chunk").message(job["id"], 0, 0, 16, 1).copy(queue_name="annotate.CPU")
+    xq = f"{broker.namespace}:annotate.CPU.XQ"
+    store.redis.hset(xq + ".msgs", message.message_id, message.encode())  # as Dramatiq dead-letters it
+    store.redis.zadd(xq, {message.message_id: int(_time.time() * 1000)})
+    reconciler = Reconciler(store, broker, settings)
+    assert reconciler.run() == [(job["id"], 0)]
+    assert store.redis.hlen(xq + ".msgs") == 1  # its chunk's new message is seen on the next pass
+    assert reconciler.run() == []
+    assert store.redis.hlen(xq + ".msgs") == 0 and store.redis.zcard(xq) == 0
