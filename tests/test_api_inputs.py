@@ -51,6 +51,7 @@ def test_a_job_whose_frames_are_not_a_string_is_a_400(cluster, world, frames):
     ({"dataset": "d", "model": "m", "chunk_size": 1e308}, "'chunk_size' must be an integer"),
     ({"dataset": "d", "model": "m", "chunk_size": "8"}, "'chunk_size' must be an integer"),
     ({"dataset": "d", "model": "m", "device": ["CPU"]}, "'device' must be a string"),
+    ({"dataset": "d", "model": "m", "treshold": 0.2}, "unknown field(s) 'treshold'"),
 ])
 def test_a_malformed_job_body_is_a_400_saying_what_is_wrong(cluster, world, body, says):
     r = _post(cluster, world["client"], "/api/jobs", json=body)

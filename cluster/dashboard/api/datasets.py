@@ -18,7 +18,7 @@ def list_datasets():
 
 @bp.post("/datasets")
 def create_dataset():
-    body = json_object()
+    body = json_object(frozenset({"name"}))
     dataset = clients().store.datasets.create(api_user(), string_field(body, "name"))
     return jsonify(dataset), 201
 

@@ -16,8 +16,9 @@ from cluster.errors import InvalidInput
 MAX_INDEX = 2**31 - 1
 
 
-def json_object() -> dict[str, Any]:
-    """The request's JSON body as an object; an empty or missing body is {}."""
+def json_object(known: frozenset[str] | None = None) -> dict[str, Any]:
+    """The request's JSON body as an object; an empty or missing body is {}. With ``known``, a field
+    not in it is refused: a misspelt option ("treshold") is an error, not silently the default."""
     if not request.get_data(cache=True):
         return {}
     body = request.get_json(silent=True)
@@ -25,6 +26,10 @@ def json_object() -> dict[str, Any]:
         raise InvalidInput("the request body must be a JSON object (Content-Type: application/json)")
     if not isinstance(body, dict):
         raise InvalidInput(f"the request body must be a JSON object, got a {type(body).__name__}")
+    unknown = sorted(set(body) - known) if known is not None else []
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {', '.join(repr(k)[:80] for k in unknown[:5])}; "
+                           f"known: {', '.join(sorted(known or ()))}")
     return body
 
 

@@ -22,7 +22,7 @@ def list_jobs():
 @bp.post("/jobs")
 def create_job():
     c = clients()
-    body = json_object()
+    body = json_object(frozenset({"dataset", "model", "device", "frames", "threshold", "chunk_size"}))
     threshold = body.get("threshold")  # None: the model's default (checked by submit_job)
     chunk_size = body.get("chunk_size")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)):

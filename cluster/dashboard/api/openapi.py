@@ -95,6 +95,7 @@ SCHEMAS: dict[str, Any] = {
     "NewDataset": {
         "type": "object",
         "required": ["name"],
+        "additionalProperties": False,
         "properties": {"name": {"type": "string", "description": "1-128 letters, digits, '.', '_' or '-'"}},
     },
     "Deleted": {
@@ -147,6 +148,8 @@ SCHEMAS: dict[str, Any] = {
     "NewJob": {
         "type": "object",
         "required": ["dataset", "model"],
+        "additionalProperties": False,
+        "description": "An unknown field is refused (400): a misspelt option is never silently ignored.",
         "properties": {
             "dataset": {"type": "string", "description": "dataset id or name"},
             "model": {"type": "string", "description": "model id or name"},
