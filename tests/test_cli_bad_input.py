@@ -118,6 +118,7 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ("login-empty-token", "ok", ["login", ""], "token"),
     ("worker-device-bad", "bare", ["worker", "--device", "FOO"], "device"),
     ("up-devices-bad", "bare", ["up", "--devices", "CPU,FOO"], "device"),
+    ("up-data-dir-under-a-file", "bare", ["up", "--data-dir", "{existing}/data", "--port", "1"], "Not a directory"),
     ("users-add-existing", "ok", ["users", "add", "{user}"], "already exists"),
     ("models-add-name-taken", "ok", ["models", "add", "{model_name}", "--model", "{xml}", "--weights", "{bin}",
                                      "--labels", "{labels}", "--script", "{script}"], "already have a model"),
