@@ -24,6 +24,7 @@ from cluster.dashboard.serve import gunicorn_argv
 from cluster.errors import ConfigError, ServiceUnavailable
 from cluster.local.ports import free_port
 from cluster.local.process import ManagedProcess
+from cluster.scripts.sandbox import make_non_dumpable
 
 log = logging.getLogger("prelabel.up")
 
@@ -214,6 +215,9 @@ def run_up(settings: Settings) -> int:
             f"a local cluster is already running (pid {running.get('pid')}, dashboard {running.get('api_url')}); "
             "stop it with `prelabel down`"
         )
+    # This process holds every credential of the cluster in its memory and environment; keep it
+    # closed to same-uid processes (script processes of the workers it starts) as workers do.
+    make_non_dumpable()
     cluster = LocalCluster(settings)
 
     def on_signal(signum, _frame) -> None:

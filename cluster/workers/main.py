@@ -35,6 +35,7 @@ from cluster.scripts.sandbox import make_non_dumpable
 from cluster.storage import open_store
 from cluster.store import Store
 from cluster.workers.chunk import ChunkProcessor
+from cluster.workers.decode import configure as configure_decoding
 from cluster.workers.health import Heartbeat, serve_health
 from cluster.workers.metrics import WorkerMetrics
 
@@ -50,6 +51,7 @@ def run_worker(settings: Settings, device: str) -> int:
     # Script processes run as the same user; a non-dumpable worker keeps /proc/<worker>/mem and
     # environ (which hold the S3 and Redis credentials) closed to them even if one escaped.
     make_non_dumpable()
+    configure_decoding(settings.max_frame_pixels)  # the pixel limit from these settings, not a re-read env
 
     store = Store.from_settings(settings)
     store.ping()

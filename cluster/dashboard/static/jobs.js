@@ -26,7 +26,7 @@
     row.querySelector(".fps").textContent = j.fps ? j.fps.toFixed(1) : "–";
     row.querySelector(".eta").textContent = j.eta_s === null ? "–" : duration(j.eta_s);
     const waiting = row.querySelector(".waiting");
-    waiting.textContent = j.warning ? `no ${j.device} worker` : "";
+    waiting.textContent = j.warning || "";  // no worker for the device, chunks retrying, or parked
     waiting.title = j.warning || "";
   }
 
