@@ -50,9 +50,17 @@ def test_up_binds_loopback_stops_cleanly_and_a_second_up_finds_the_data(tmp_path
         info = _wait_up(first, home)
         assert info["api_url"] == f"http://127.0.0.1:{port}"
         family = psutil.Process(first.pid).children(recursive=True)
-        names = " ".join(" ".join(p.cmdline()) for p in family)
+
+        def alive(read):  # a short-lived child (a helper process) may exit between listing and reading
+            try:
+                return read()
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                return []
+
+        names = " ".join(" ".join(alive(p.cmdline)) for p in family)
         assert "valkey-server" in names and "weed" in names and "gunicorn" in names and "worker" in names
-        listening = {c.laddr.ip for p in family for c in p.net_connections(kind="inet") if c.status == "LISTEN"}
+        listening = {c.laddr.ip for p in family for c in alive(lambda p=p: p.net_connections(kind="inet"))
+                     if c.status == "LISTEN"}
         assert listening and listening <= {"127.0.0.1"}, listening
 
         env = {**os.environ, "PRELABEL_HOME": str(home)}
