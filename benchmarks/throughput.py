@@ -177,7 +177,6 @@ def make_engine(model: BenchModel) -> Any:
     import openvino as ov
 
     from cluster.models import InferenceEngine, apply_preprocessing, read_model
-
     from cluster.workers.decode import FrameDecoder
 
     core = ov.Core()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cluster.errors import ConfigError
 
@@ -146,7 +147,7 @@ class Settings:
     }
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings: defaults, then the running local cluster's file, then env, then overrides."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
@@ -161,7 +162,7 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**_coerce(values))
 
-    def with_(self, **changes: Any) -> "Settings":
+    def with_(self, **changes: Any) -> Settings:
         return replace(self, **_coerce(changes))
 
     def public(self) -> dict[str, Any]:

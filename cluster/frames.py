@@ -75,7 +75,7 @@ class ChunkSizing:
     parallel: int = 8
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "ChunkSizing":
+    def from_settings(cls, settings: Any) -> ChunkSizing:
         return cls(max(1, int(settings.chunk_size)), float(settings.chunk_seconds), max(1, int(settings.max_chunk_size)))
 
 

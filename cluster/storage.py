@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 import msgpack
 import urllib3

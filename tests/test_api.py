@@ -8,9 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 import requests
-from PIL import Image
-
 from cluster_fixtures import new_user, register, tiny_model, wait_job
+from PIL import Image
 
 from cluster.cli.client import ApiError
 

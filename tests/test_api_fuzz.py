@@ -19,17 +19,15 @@ import io
 
 import pytest
 import requests
-from hypothesis import HealthCheck, settings
-
 import schemathesis
+from cluster_fixtures import new_user, noise_jpeg, register, tiny_model, wait_job
+from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
-
-from cluster_fixtures import new_user, noise_jpeg, register, tiny_model, wait_job
 
 from cluster.dashboard.api.openapi import document
 

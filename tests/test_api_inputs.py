@@ -9,7 +9,6 @@ import json
 
 import pytest
 import requests
-
 from cluster_fixtures import new_user, noise_jpeg, register, tiny_model, wait_job
 
 from cluster.cli.client import ApiClient, ApiError

@@ -36,9 +36,8 @@ def test_every_api_route_is_in_the_document_and_every_documented_operation_is_a_
 
 
 def test_the_document_is_valid_openapi_and_every_operation_documents_its_errors():
-    from schemathesis.openapi import from_dict
-
     from jsonschema import Draft202012Validator
+    from schemathesis.openapi import from_dict
     from schemathesis.specs.openapi.definitions import OPENAPI_31  # the OpenAPI 3.1 meta-schema
 
     doc = document()

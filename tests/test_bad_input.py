@@ -17,15 +17,13 @@ import av
 import numpy as np
 import psutil
 import pytest
-from PIL import Image
-
 from cluster_fixtures import FlaskApi, new_user, register, tiny_model, wait_job
+from PIL import Image
 
 from cluster.broker.queues import normalize_device
 from cluster.cli.client import ApiError
 from cluster.config import Settings
-from cluster.datasets import Frame, IngestLimits, Rejected, Truncated, iter_upload
-from cluster.datasets import ingest
+from cluster.datasets import Frame, IngestLimits, Rejected, Truncated, ingest, iter_upload
 from cluster.datasets.names import safe_name
 from cluster.errors import FrameError, InvalidInput
 from cluster.export import write_coco, write_cvat, write_masks

@@ -7,16 +7,12 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from PIL import Image
-
 from cluster_fixtures import tiny_model
-
-from cluster.store import Store
+from PIL import Image
 
 SCRIPT = '''
 import numpy as np

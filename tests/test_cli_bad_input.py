@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from cluster_fixtures import new_user, noise_jpeg, register, tiny_model, wait_job
 
 from cluster.local.ports import free_port

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from cluster_fixtures import new_user, wait_job
+from PIL import Image
 
 # -- the scripts, as they were written for CVAT ----------------------------------------------------------
 # The SSD script CVAT shipped for OpenVINO's person/vehicle detectors: one output, DetectionOutput

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 import pytest
-from PIL import Image
-
 from cluster_fixtures import wait_job
+from PIL import Image
 
 from cluster.cli.export import export_job
 from cluster.datasets.ingest import iter_paths

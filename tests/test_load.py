@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cluster_fixtures import new_user, noise_dataset, register, tiny_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

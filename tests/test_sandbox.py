@@ -35,8 +35,8 @@ import tempfile
 import textwrap
 import threading
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 if __name__ == "__main__":  # run as the sacrificial worker: import the package from this checkout

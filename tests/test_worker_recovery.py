@@ -9,7 +9,6 @@ import time
 
 import psutil
 import pytest
-
 from cluster_fixtures import FlaskApi, kill_group, noise_dataset, register, start_worker, tiny_model, wait_job
 
 from cluster.dashboard import create_app

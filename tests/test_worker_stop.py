@@ -11,7 +11,6 @@ import time
 
 import pytest
 import redis
-
 from cluster_fixtures import FlaskApi, kill_group, noise_dataset, register, start_worker, tiny_model, wait_job
 
 from cluster.broker.setup import NAMESPACE

@@ -6,7 +6,7 @@ sent to ``annotate.<DEVICE>`` and the worker consuming that queue runs it.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import dramatiq
 from dramatiq.broker import Broker

@@ -19,9 +19,8 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from cluster.local.up import run_up
-
     from cluster.broker.queues import normalize_device
+    from cluster.local.up import run_up
 
     settings = Settings.from_env(data_dir=args.data_dir, devices=args.devices, port=args.port)
     settings = settings.with_(devices=tuple(normalize_device(d) for d in settings.devices))  # FOO: an error, not a worker restarted for ever
@@ -108,9 +107,8 @@ def _client():
 
 
 def cmd_datasets_add(args: argparse.Namespace) -> int:
-    from cluster.datasets.ingest import iter_paths
-
     from cluster.cli.client import ApiError
+    from cluster.datasets.ingest import iter_paths
 
     files = list(iter_paths([Path(p) for p in args.paths]))  # every path checked before anything is sent
     if not files:

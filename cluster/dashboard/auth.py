@@ -7,7 +7,7 @@ token-authenticated call is never a cookie-authenticated one (see ``security.py`
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 from flask import g, redirect, request, url_for
 

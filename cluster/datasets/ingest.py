@@ -91,7 +91,7 @@ class IngestLimits:
                 raise InvalidInput(f"{name} must be positive", **{name: getattr(self, name)})
 
     @classmethod
-    def from_settings(cls, settings: object) -> "IngestLimits":
+    def from_settings(cls, settings: object) -> IngestLimits:
         """The limits a deployment set (``PRELABEL_MAX_FRAME_PIXELS``, ``..._ARCHIVE_BYTES``...)."""
         return cls(max_image_pixels=int(settings.max_frame_pixels),  # type: ignore[attr-defined]
                    max_zip_bytes=int(settings.max_archive_bytes),  # type: ignore[attr-defined]
@@ -99,7 +99,7 @@ class IngestLimits:
                    max_file_bytes=int(settings.max_upload_bytes))  # type: ignore[attr-defined]
 
     @classmethod
-    def from_env(cls) -> "IngestLimits":
+    def from_env(cls) -> IngestLimits:
         """:meth:`from_settings` of this process's settings (the defaults if they cannot be read)."""
         from cluster.config import Settings
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, TextIO
 
 from cluster.errors import InvalidInput
@@ -102,7 +102,7 @@ def write_coco(frames: Iterable[Mapping[str, Any]], labels: Mapping[str, str],
     write = text_writer(out)
     summary = ExportSummary()
     head = {"description": "Prelabel export", "version": "1.0",
-            "date_created": datetime.now(timezone.utc).isoformat()}
+            "date_created": datetime.now(UTC).isoformat()}
     head.update(info or {})
     cats = sorted((cid, labels[key]) for key, cid in categories.items())
     write('{"info":' + _dumps(head) + ',"licenses":[],\n"categories":[\n')

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, TextIO
 from xml.sax.saxutils import escape
 
@@ -102,7 +102,7 @@ def _header(labels: Mapping[str, str], job_meta: Mapping[str, Any]) -> str:
                   "          <type>any</type>", "          <attributes>", "          </attributes>",
                   "        </label>"]
     lines += ["      </labels>", "    </task>",
-              f"    <dumped>{datetime.now(timezone.utc).isoformat(sep=' ')}</dumped>",
+              f"    <dumped>{datetime.now(UTC).isoformat(sep=' ')}</dumped>",
               "  </meta>"]
     return "\n".join(lines) + "\n"
 

@@ -48,6 +48,7 @@ from cluster.export import (
 )
 from cluster.export._rle import coco_decode
 
+
 def _voc_palette() -> list[int]:
     """PASCAL VOC's colour map: value v gets the colour whose bits interleave v's (0 is black)."""
     out: list[int] = []

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from cluster.errors import NotFound
 from cluster.storage import Keys, ObjectStore

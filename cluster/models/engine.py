@@ -9,8 +9,9 @@ from __future__ import annotations
 import queue
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import openvino as ov

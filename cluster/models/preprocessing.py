@@ -7,8 +7,9 @@ change to what the model wants all run inside OpenVINO.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import openvino as ov
@@ -88,7 +89,7 @@ class Preprocessing:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "Preprocessing":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Preprocessing:
         if data is None:
             return cls()
         if not isinstance(data, Mapping):
@@ -103,7 +104,7 @@ class Preprocessing:
         return cls(**values)
 
     # -- against a model -------------------------------------------------------------------------
-    def resolved(self, model: ov.Model) -> "Preprocessing":
+    def resolved(self, model: ov.Model) -> Preprocessing:
         """This preprocessing with width, height and layout filled in from ``model``'s input."""
         image = _image_input(model)
         layout = self.layout or _infer_layout(image)

@@ -30,7 +30,6 @@ from cluster.store.base import new_id
 from cluster.store.users import User
 from cluster.thresholds import DEFAULT_THRESHOLD, check_threshold
 
-
 #: OpenVINO's Python binding initialises C++ statics on first tensor access; two threads doing that
 #: at once deadlock against the GIL. Registrations run in the dashboard's request threads, so their
 #: test inference is serialised (registration is rare; the workers warm each engine up instead).

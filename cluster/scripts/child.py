@@ -45,8 +45,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from cluster.scripts import protocol
 from cluster.scripts import shapes as _shapes
@@ -67,7 +68,7 @@ TRACEBACK_CHARS = 4000
 
 
 _IN_CHILD = False  # set by main(): the sandbox is only ever applied to a script process
-_WATCH: "_ParentWatch | None" = None
+_WATCH: _ParentWatch | None = None
 
 
 def apply_sandbox(policy: dict[str, Any]) -> dict[str, Any]:

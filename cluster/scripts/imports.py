@@ -17,8 +17,8 @@ import ast
 import importlib.machinery
 import importlib.util
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from cluster.errors import ScriptError
 

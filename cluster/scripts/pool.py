@@ -38,9 +38,10 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -314,7 +315,7 @@ class _LoadFailed(Exception):
 class _Process:
     """A child process with the script loaded in it (started on first use)."""
 
-    def __init__(self, group: "_Group") -> None:
+    def __init__(self, group: _Group) -> None:
         self.group = group
         self.child: _Child | None = None
         self.load_info: dict[str, Any] = {}
@@ -642,7 +643,7 @@ class ScriptRunner:
         if self._owns:
             self._group.close()
 
-    def __enter__(self) -> "ScriptRunner":
+    def __enter__(self) -> ScriptRunner:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -858,7 +859,7 @@ class ScriptPool:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> "ScriptPool":
+    def from_settings(cls, settings: Any, **overrides: Any) -> ScriptPool:
         opts = dict(timeout=settings.script_timeout_s, processes_per_script=max(1, settings.worker_threads))
         extra = tuple(getattr(settings, "script_modules", ()) or ())
         if extra:  # the admin-configured additions to the untrusted allowlist
@@ -912,7 +913,7 @@ class ScriptPool:
         for g in groups:
             g.close()
 
-    def __enter__(self) -> "ScriptPool":
+    def __enter__(self) -> ScriptPool:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,7 +13,8 @@ with very many changes (noise) take the transposing path, which costs the same w
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import itertools
 import numbers
+from collections.abc import Iterable
 from types import SimpleNamespace
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

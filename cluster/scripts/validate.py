@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from itertools import chain
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -338,7 +339,7 @@ def _mask_rle(shape: Mapping[str, Any], width: int, height: int) -> tuple[dict[s
     else:
         r = shape.get("rle")
         if not isinstance(r, Mapping):
-            raise _Bad(f"needs 'rle' {{'size': [h, w], 'counts': [...]}} or a 'mask' array")
+            raise _Bad("needs 'rle' {'size': [h, w], 'counts': [...]} or a 'mask' array")
         size, counts = r.get("size"), r.get("counts")
         if (
             not isinstance(size, (list, tuple))

@@ -21,8 +21,9 @@ frames are never negative). A script that keeps state across frames must not cou
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class WarmUp:
 
     @classmethod
     def like(cls, sample: Mapping[str, np.ndarray], *, include_sample: bool = False, width: int = 640,
-             height: int = 480, context: Mapping[str, Any] | None = None) -> "WarmUp":
+             height: int = 480, context: Mapping[str, Any] | None = None) -> WarmUp:
         return cls(dict(sample), include_sample, int(width), int(height),
                    dict(context) if context is not None else {"threshold": 0.5})
 

@@ -6,7 +6,8 @@ import contextlib
 import json
 import secrets
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import redis
 
@@ -66,7 +67,7 @@ class Store:
         self.workers = WorkerRegistry(client)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Store":
+    def from_settings(cls, settings: Settings) -> Store:
         return cls(connect(settings))
 
     def ping(self) -> None:

@@ -8,7 +8,6 @@ from cluster.store.base import redis_errors
 from cluster.store.records import OwnedRecords
 from cluster.store.users import User
 
-
 # An exponentially weighted mean of the seconds one worker thread spends per frame of a chunk,
 # per model and device: new = (1 - WEIGHT) * old + WEIGHT * observed.
 _RECORD_SPEED = """

@@ -12,10 +12,11 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import openvino as ov
@@ -31,8 +32,8 @@ from cluster.states import ChunkState
 from cluster.storage import Keys, ObjectStore
 from cluster.store import Store
 from cluster.workers.artifacts import ModelFiles
-from cluster.workers.decode import FrameDecoder
 from cluster.workers.cpu_quota import limit_cpu_threads
+from cluster.workers.decode import FrameDecoder
 from cluster.workers.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)

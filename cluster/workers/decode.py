@@ -110,7 +110,7 @@ class FrameDecoder:
     resize: str | None = None
 
     @classmethod
-    def for_preprocessing(cls, prep: Preprocessing) -> "FrameDecoder":
+    def for_preprocessing(cls, prep: Preprocessing) -> FrameDecoder:
         target = (prep.width, prep.height) if prep.width and prep.height else None
         return cls(target, prep.resize if resizes_on_host(prep) else None)
 

@@ -27,10 +27,10 @@ from cluster.broker.actors import declare_annotate
 from cluster.broker.queues import KNOWN_DEVICES, normalize_device, queue_for
 from cluster.broker.setup import make_broker, retry_policy
 from cluster.config import Settings
-from cluster.reconcile import Reconciler
 from cluster.errors import PrelabelError
 from cluster.models.device_diagnosis import describe_devices
 from cluster.models.devices import available_devices, require_device
+from cluster.reconcile import Reconciler
 from cluster.scripts.sandbox import make_non_dumpable
 from cluster.storage import open_store
 from cluster.store import Store

@@ -24,7 +24,7 @@ class WorkerMetrics:
     queue_wait: Histogram
 
     @classmethod
-    def create(cls, registry: CollectorRegistry | None = None) -> "WorkerMetrics":
+    def create(cls, registry: CollectorRegistry | None = None) -> WorkerMetrics:
         if registry is None:
             registry = CollectorRegistry()
             ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...

@@ -64,7 +64,7 @@ class _Table:
             return 0, 0
         return at + 4, struct.unpack_from("<I", self.buf, at)[0]
 
-    def tables(self, index: int) -> list["_Table"]:
+    def tables(self, index: int) -> list[_Table]:
         start, count = self._vector(index)
         out = []
         for k in range(count):

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
+from cluster.dashboard.api.inputs import MAX_INDEX, int_arg, json_object, string_field
 from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
-from cluster.dashboard.api.inputs import MAX_INDEX, int_arg, json_object, string_field
 from cluster.errors import Conflict, InvalidInput
-from cluster.states import JobState
 from cluster.export.service import EXPORTS, export_stream
 from cluster.jobs import ChunkSizing, job_status, submit_job
+from cluster.states import JobState
 
 bp = Blueprint("jobs", __name__)
 

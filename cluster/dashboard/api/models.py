@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+
 from flask import Blueprint, jsonify, request
 
 from cluster.dashboard.auth import api_user

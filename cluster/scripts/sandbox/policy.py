@@ -87,7 +87,7 @@ class SandboxPolicy:
         object.__setattr__(self, "gid", gid)
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any] | None) -> "SandboxPolicy":
+    def from_mapping(cls, values: dict[str, Any] | None) -> SandboxPolicy:
         """A policy from settings (unknown keys are an error, so a typo does not weaken the sandbox)."""
         values = dict(values or {})
         known = {"enabled", "memory_mb", "cpu_seconds", "landlock", "user", "group", "limits_for_trusted"}
