@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from cluster.cli.client import ApiClient, ApiError
+from cluster.client import ApiClient, ApiError
 from cluster.config import Settings
 from cluster.store import Store
 
@@ -91,7 +91,7 @@ class BenchCluster:
     def start(self) -> BenchCluster:
         from cluster.dashboard import create_app
         from cluster.local import start_seaweed, start_valkey
-        from cluster.storage import open_store
+        from cluster.objectstore import open_object_store
 
         self.root.mkdir(parents=True, exist_ok=True)
         valkey = start_valkey(self.root / "valkey")
@@ -104,7 +104,7 @@ class BenchCluster:
             s3_secret_key=secret, s3_bucket="bench", cache_dir=self.root / "cache", chunk_size=self.chunk_size,
             worker_threads=self.worker_threads or Settings().worker_threads,
         )
-        self.objects = open_store(self.settings)
+        self.objects = open_object_store(self.settings)
         self.store = Store.from_settings(self.settings)
         _, token = self.store.users.add("bench", admin=True)
         self.api = FlaskApi(create_app(self.settings), token)
@@ -154,7 +154,7 @@ class BenchCluster:
         and frame records of ``datasets.service.add_upload``), then one frame record per frame."""
         import hashlib
 
-        from cluster.storage import Keys
+        from cluster.objectstore import Keys
 
         dataset = self.api.post("/api/datasets", json={"name": name})
         written: dict[int, tuple[str, str]] = {}

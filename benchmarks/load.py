@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from _load import LoadUser, run_load  # noqa: E402
 from _models import tiny_ir  # noqa: E402
 
-from cluster.cli.client import ApiClient  # noqa: E402
+from cluster.client import ApiClient  # noqa: E402
 from cluster.config import Settings  # noqa: E402
 from cluster.local.ports import free_port  # noqa: E402
 from cluster.local.up import LocalCluster  # noqa: E402

@@ -550,11 +550,11 @@ EXPORT_CHILD = r"""
 import json, os, resource, sys, threading, time, tracemalloc
 import psutil
 from cluster.config import Settings
-from cluster.export.service import write_export
-from cluster.storage import open_store
+from cluster.services.exports import write_export
+from cluster.objectstore import open_object_store
 settings = Settings(**json.loads(sys.argv[1]))
 job, model, fmt, path, traced = json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6] == "1"
-objects = open_store(settings)
+objects = open_object_store(settings)
 me = psutil.Process()
 base = me.memory_info().rss
 peak = [base]
@@ -595,7 +595,7 @@ def synthetic_chunk(job_id: str, chunk: int, first: int, count: int, rng: np.ran
 def export_memory(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from _cluster import BenchCluster
 
-    from cluster.storage import Keys
+    from cluster.objectstore import Keys
 
     out: dict[str, Any] = {}
     with BenchCluster(workdir / "cluster") as cluster:

@@ -25,7 +25,7 @@ from dramatiq import Message
 
 from cluster.broker.queues import queue_for
 from cluster.config import Settings
-from cluster.states import ChunkState, JobState
+from cluster.jobs.states import ChunkState, JobState
 from cluster.store import Store
 from cluster.store.base import PREFIX, redis_errors
 
@@ -111,7 +111,7 @@ class Reconciler:
         return self.run()
 
     def run(self) -> list[tuple[str, int]]:
-        from cluster.jobs import send_chunks
+        from cluster.services.jobs import send_chunks
 
         r = self.store.redis
         _, active = self.store.jobs.census()

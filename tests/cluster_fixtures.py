@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cluster.cli.client import ApiClient
+from cluster.client import ApiClient
 from cluster.config import Settings
 from cluster.local.ports import free_port
 from cluster.local.process import die_with_parent
@@ -74,7 +74,7 @@ class FlaskApi(ApiClient):
         response = self.app.open(path, method=method, headers={"Authorization": f"Bearer {self.token}"},
                                  data=data or None, json=kwargs.pop("json", None))
         if response.status_code >= 400:
-            from cluster.cli.client import ApiError
+            from cluster.client import ApiError
 
             body = response.get_json() or {}
             raise ApiError(response.status_code, body.get("error", ""), body.get("message", ""))

@@ -11,7 +11,7 @@ import requests
 from cluster_fixtures import new_user, register, tiny_model, wait_job
 from PIL import Image
 
-from cluster.cli.client import ApiError
+from cluster.client import ApiError
 
 RECT_SCRIPT = '''
 def interpret(outputs, frame, labels, context):
@@ -136,12 +136,12 @@ def test_a_model_whose_script_fails_is_not_registered(cluster, tmp_path):
 
 
 def test_a_chunk_that_keeps_failing_is_retried_then_its_frames_fail_with_the_reason(cluster, tmp_path):
-    from cluster.storage import open_store
+    from cluster.objectstore import open_object_store
 
     _, client = new_user(cluster)
     xml, bin_ = tiny_model(tmp_path)
     model = register(client, "vanishing", xml, bin_, RECT_SCRIPT, {"1": "thing"})
-    open_store(cluster).delete_prefix(f"models/{model['id']}/")  # the model's files are gone from S3
+    open_object_store(cluster).delete_prefix(f"models/{model['id']}/")  # the model's files are gone from S3
     dataset = client.post("/api/datasets", json={"name": "two"})
     for i in range(2):
         client.upload(dataset["id"], f"{i}.png", io.BytesIO(_image("PNG", i)))

@@ -11,7 +11,7 @@ import pytest
 import requests
 from cluster_fixtures import new_user, noise_jpeg, register, tiny_model, wait_job
 
-from cluster.cli.client import ApiClient, ApiError
+from cluster.client import ApiClient, ApiError
 
 SCRIPT = '''
 def interpret(outputs, frame, labels, context):

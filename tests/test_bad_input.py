@@ -21,13 +21,13 @@ from cluster_fixtures import FlaskApi, new_user, register, tiny_model, wait_job
 from PIL import Image
 
 from cluster.broker.queues import normalize_device
-from cluster.cli.client import ApiError
+from cluster.client import ApiError
 from cluster.config import Settings
 from cluster.datasets import Frame, IngestLimits, Rejected, Truncated, ingest, iter_upload
 from cluster.datasets.names import safe_name
 from cluster.errors import FrameError, InvalidInput
 from cluster.export import write_coco, write_cvat, write_masks
-from cluster.models.registration import parse_label_map
+from cluster.services.models import parse_label_map
 from cluster.workers import decode
 
 # PIL warns when it opens the 13000x13000 header; the point here is that nothing decodes it.
@@ -446,7 +446,7 @@ def test_over_the_api_a_worker_fails_a_stored_13000x13000_frame_with_its_reason_
     import hashlib
     import time
 
-    from cluster.storage import Keys, open_store
+    from cluster.objectstore import Keys, open_object_store
     from cluster.store import Store
 
     client, model = label0
@@ -454,7 +454,7 @@ def test_over_the_api_a_worker_fails_a_stored_13000x13000_frame_with_its_reason_
     client.upload(dataset["id"], "before.jpg", io.BytesIO(_jpeg(8)))
     digest = hashlib.sha256(huge_png).hexdigest()
     key = Keys.frame(dataset["id"], digest, "png")
-    open_store(cluster).put_bytes(key, huge_png, "image/png")
+    open_object_store(cluster).put_bytes(key, huge_png, "image/png")
     store = Store.from_settings(cluster)
     store.datasets.add_frame(dataset["id"], name="huge.png", digest=digest, key=key, width=13000, height=13000)
     client.upload(dataset["id"], "after.jpg", io.BytesIO(_jpeg(9)))

@@ -15,7 +15,7 @@ from cluster_fixtures import FlaskApi, kill_group, noise_dataset, register, star
 from cluster.dashboard import create_app
 from cluster.errors import ServiceUnavailable
 from cluster.local.seaweed import start_seaweed
-from cluster.storage import open_store
+from cluster.objectstore import open_object_store
 from cluster.store import Store
 from cluster.workers.chunk import ChunkProcessor
 from cluster.workers.metrics import WorkerMetrics
@@ -38,7 +38,7 @@ def setup(session_settings, tmp_path_factory):
     api = FlaskApi(create_app(settings), token)
     model = register(api, "tiny", *tiny_model(tmp_path / "tiny"), SCRIPT, {"1": "thing"})
     dataset = noise_dataset(api, 8)
-    objects = open_store(settings)
+    objects = open_object_store(settings)
     processor = ChunkProcessor(settings, store, objects, "CPU", WorkerMetrics.create())
     yield settings, store, objects, api, model, dataset, processor
     processor.close()

@@ -17,7 +17,7 @@ from cluster_fixtures import FlaskApi, kill_group, noise_dataset, register, star
 from cluster.dashboard import create_app
 from cluster.local.seaweed import start_seaweed
 from cluster.local.valkey import start_valkey
-from cluster.storage import Keys, open_store
+from cluster.objectstore import Keys, open_object_store
 from cluster.store import Store
 
 SLOW_SCRIPT = '''
@@ -36,7 +36,7 @@ FAST_ENV = {"PRELABEL_RETRY_WINDOW": "120", "PRELABEL_RECONCILE_PERIOD": "2", "P
 def check_export(api, settings, job_id: str, frames: int) -> dict:
     """Every frame exactly once across the chunk results and the export; counters match them."""
     status = api.get(f"/api/jobs/{job_id}")
-    objects = open_store(settings)
+    objects = open_object_store(settings)
     seen: list[int] = []
     for chunk in range(status["chunk_count"]):
         try:

@@ -10,10 +10,10 @@ import pytest
 
 from cluster.broker.actors import declare_annotate
 from cluster.broker.setup import make_broker, retry_policy
-from cluster.frames import parse_frames, plan_chunks
-from cluster.jobs import job_status, resume_job, retry_failed_job, send_chunks
+from cluster.jobs.plan import parse_frames, plan_chunks
+from cluster.jobs.states import ChunkState, JobState
 from cluster.reconcile import Reconciler, messages_present
-from cluster.states import ChunkState, JobState
+from cluster.services.jobs import job_status, resume_job, retry_failed_job, send_chunks
 from cluster.store import Store
 
 

@@ -11,7 +11,7 @@ import time
 from cluster.local.seaweed import start_seaweed
 from cluster.local.up import LocalCluster
 from cluster.local.valkey import start_valkey
-from cluster.storage import open_store
+from cluster.objectstore import open_object_store
 
 
 def test_a_dead_valkey_and_seaweedfs_are_restarted_on_their_port_with_their_data(session_settings, tmp_path):
@@ -23,7 +23,7 @@ def test_a_dead_valkey_and_seaweedfs_are_restarted_on_their_port_with_their_data
         valkey.client().set("kept", "yes")
         s3 = session_settings.with_(s3_endpoint=seaweed.endpoint, s3_access_key=seaweed.access_key,
                                     s3_secret_key=seaweed.secret_key, s3_bucket="up-test")
-        open_store(s3).put_bytes("kept", b"yes")
+        open_object_store(s3).put_bytes("kept", b"yes")
         time.sleep(1.2)  # Valkey's AOF is written out every second
         os.kill(valkey.pid, signal.SIGKILL)
         os.kill(seaweed.pid, signal.SIGKILL)
@@ -38,7 +38,7 @@ def test_a_dead_valkey_and_seaweedfs_are_restarted_on_their_port_with_their_data
         new_valkey, new_seaweed = local.servers
         assert new_valkey.port == valkey.port and new_seaweed.port == seaweed.port
         assert new_valkey.client().get("kept") == b"yes"
-        assert open_store(s3).get_bytes("kept") == b"yes"
+        assert open_object_store(s3).get_bytes("kept") == b"yes"
     finally:
         local.stopping.set()
         for server in local.servers:

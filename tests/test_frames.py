@@ -1,7 +1,7 @@
 import pytest
 
 from cluster.errors import InvalidInput
-from cluster.frames import FrameRange, parse_frames, plan_chunks
+from cluster.jobs.plan import FrameRange, parse_frames, plan_chunks
 
 
 def test_a_selection_with_a_step_keeps_every_other_frame_and_includes_the_end():
@@ -40,7 +40,7 @@ def test_chunks_cover_every_selected_frame_exactly_once():
 
 
 # -- chunk sizes ------------------------------------------------------------------------------------
-from cluster.frames import ChunkSizing, adaptive_chunk_size  # noqa: E402
+from cluster.jobs.plan import ChunkSizing, adaptive_chunk_size  # noqa: E402
 
 SIZING = ChunkSizing(default=16, target_s=1.0, maximum=256)
 

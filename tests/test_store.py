@@ -3,8 +3,8 @@
 import pytest
 
 from cluster.errors import Conflict, InvalidInput, InvalidTransition, NotFound, Unauthorized
-from cluster.frames import parse_frames, plan_chunks
-from cluster.states import ChunkState, JobState
+from cluster.jobs.plan import parse_frames, plan_chunks
+from cluster.jobs.states import ChunkState, JobState
 from cluster.store import Store
 
 
@@ -113,7 +113,7 @@ def test_a_models_speed_is_a_running_mean_per_device(store):
 
 def test_a_job_of_a_model_with_a_known_speed_gets_chunks_sized_by_it(store, settings):
     from cluster.broker.setup import make_broker
-    from cluster.jobs import ChunkSizing, submit_job
+    from cluster.services.jobs import ChunkSizing, submit_job
 
     user, _ = store.users.add(_unique("u"))
     ds = store.datasets.create(user, _unique("ds"))

@@ -12,7 +12,7 @@ import pytest
 from cluster_fixtures import FlaskApi, kill_group, noise_dataset, register, start_worker, tiny_model, wait_job
 
 from cluster.dashboard import create_app
-from cluster.storage import Keys, open_store
+from cluster.objectstore import Keys, open_object_store
 from cluster.store import Store
 
 SLOW_SCRIPT = '''
@@ -66,7 +66,7 @@ def test_a_killed_workers_chunks_are_finished_by_another_worker_exactly_once(iso
         assert status["state"] == "completed", status
         assert status["frames_done"] == frames and status["frames_failed"] == 0
 
-        objects = open_store(settings)
+        objects = open_object_store(settings)
         seen: list[int] = []
         for chunk in range(status["chunk_count"]):
             result = objects.get_msgpack(Keys.chunk_result(job["id"], chunk))

@@ -15,8 +15,8 @@ from cluster_fixtures import FlaskApi, kill_group, noise_dataset, register, star
 
 from cluster.broker.setup import NAMESPACE
 from cluster.dashboard import create_app
-from cluster.states import ChunkState
-from cluster.storage import Keys, open_store
+from cluster.jobs.states import ChunkState
+from cluster.objectstore import Keys, open_object_store
 from cluster.store import Store
 
 # About 2 s a chunk of 8 frames: long enough to be caught mid-chunk.
@@ -81,7 +81,7 @@ def test_a_worker_told_to_stop_finishes_its_chunks_in_flight_and_hands_back_the_
         second = start_worker(settings, log=tmp_path / "second.log")
         status = wait_job(api, job["id"], timeout_s=240)
         assert status["state"] == "completed" and status["frames_done"] == frames, status
-        objects = open_store(settings)
+        objects = open_object_store(settings)
         seen = [f["frame"] for chunk in range(status["chunk_count"])
                 for f in objects.get_msgpack(Keys.chunk_result(job["id"], chunk))["frames"]]
         assert sorted(seen) == list(range(frames)), "every frame once"

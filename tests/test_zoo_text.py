@@ -439,7 +439,7 @@ def test_a_job_with_the_zoo_text_detector_annotates_pages_and_not_flat_frames(se
     from test_worker_recovery import FlaskApi
 
     from cluster.dashboard import create_app
-    from cluster.storage import Keys, open_store
+    from cluster.objectstore import Keys, open_object_store
     from cluster.store import Store
     from cluster.zoo.install import add_zoo_model
 
@@ -471,7 +471,7 @@ def test_a_job_with_the_zoo_text_detector_annotates_pages_and_not_flat_frames(se
         kill_group(worker)
     assert status["state"] == "completed", (tmp_path / "worker.log").read_text()[-3000:]
     assert status["frames_done"] == 3 and status["frames_failed"] == 0
-    result = open_store(settings).get_msgpack(Keys.chunk_result(job["id"], 0))
+    result = open_object_store(settings).get_msgpack(Keys.chunk_result(job["id"], 0))
     by_name = {f["name"]: f for f in result["frames"]}
     assert 6 <= len(by_name["page.jpg"]["shapes"]) <= 10
     assert 6 <= len(by_name["page_big.jpg"]["shapes"]) <= 10

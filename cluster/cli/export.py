@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from cluster.cli.checks import check_output
-from cluster.cli.client import ApiClient, ApiError
+from cluster.client import ApiClient, ApiError
 from cluster.errors import InvalidInput
 
 SUFFIX = {"cvat": ".xml", "coco": ".json", "masks": ".zip"}

@@ -7,7 +7,7 @@ import json
 
 
 def _client():
-    from cluster.cli.client import ApiClient
+    from cluster.client import ApiClient
     from cluster.config import Settings
 
     return ApiClient(Settings.from_env())

@@ -63,7 +63,7 @@ def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
-    from cluster.cli.client import save_token
+    from cluster.client import save_token
     from cluster.store import Store
 
     user, token = Store.from_settings(Settings.from_env()).users.add(args.name, admin=args.admin)
@@ -90,7 +90,7 @@ def cmd_users_token(args: argparse.Namespace) -> int:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from cluster.cli.client import ApiClient, save_token
+    from cluster.client import ApiClient, save_token
 
     if not args.token.strip():
         raise PrelabelError("the token is empty: pass the token `prelabel users add NAME` printed")
@@ -101,13 +101,13 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def _client():
-    from cluster.cli.client import ApiClient
+    from cluster.client import ApiClient
 
     return ApiClient(Settings.from_env())
 
 
 def cmd_datasets_add(args: argparse.Namespace) -> int:
-    from cluster.cli.client import ApiError
+    from cluster.client import ApiError
     from cluster.datasets.ingest import iter_paths
 
     files = list(iter_paths([Path(p) for p in args.paths]))  # every path checked before anything is sent

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cluster.states import JobState
+from cluster.jobs.states import JobState
 
 
 def render(status: dict[str, Any], width: int = 30) -> str:

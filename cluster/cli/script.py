@@ -134,7 +134,7 @@ def _load_labels(path: str | None) -> dict[str, str]:
         print(f"note: no --labels given; using {json.dumps(DEFAULT_LABELS)} (a script whose shapes use other labels "
               "fails validation: pass CVAT's {\"label_map\": {...}} file)", file=sys.stderr)
         return dict(DEFAULT_LABELS)
-    from cluster.models.registration import parse_label_map
+    from cluster.services.models import parse_label_map
 
     try:
         data = Path(path).read_bytes()

@@ -46,10 +46,10 @@ class Clients:
 
     @property
     def objects(self):
-        from cluster.storage import open_store
+        from cluster.objectstore import open_object_store
 
         settings = self.settings
-        return self._get("objects", lambda: open_store(settings))
+        return self._get("objects", lambda: open_object_store(settings))
 
     @property
     def broker(self):

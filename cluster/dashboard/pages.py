@@ -10,7 +10,7 @@ from cluster.dashboard import security
 from cluster.dashboard.auth import current_user, login_required
 from cluster.dashboard.clients import clients
 from cluster.errors import InvalidInput, NotFound, PrelabelError, Unauthorized
-from cluster.jobs import ChunkSizing, job_status, submit_job
+from cluster.services.jobs import ChunkSizing, job_status, submit_job
 
 bp = Blueprint("pages", __name__, template_folder="templates")
 

@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from cluster.cli.client import ApiClient, ApiError, save_token, saved_token
 from cluster.cli.export import export_job
 from cluster.cli.progress import wait_for
+from cluster.client import ApiClient, ApiError, save_token, saved_token
 from cluster.config import Settings, cluster_file, prelabel_home, read_cluster_file
 from cluster.errors import Conflict, ServiceUnavailable, Unauthorized
 

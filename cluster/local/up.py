@@ -92,9 +92,9 @@ class LocalCluster:
         s = s.with_(port=port, api_url=f"http://127.0.0.1:{port}")
         self.settings = s
         self.env = self._env(s)
-        from cluster.storage import open_store
+        from cluster.objectstore import open_object_store
 
-        open_store(s)  # create the bucket once, before workers race to
+        open_object_store(s)  # create the bucket once, before workers race to
         for device in s.devices:
             self._spawn(f"worker-{device}", [sys.executable, "-m", "cluster", "worker", "--device", device])
         self._spawn("dashboard", self._dashboard_argv(port))

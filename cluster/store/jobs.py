@@ -1,5 +1,5 @@
 """Jobs and their chunks. Every state change is one Lua script, checked against the tables in
-``cluster.states``, so concurrent workers and redelivered messages cannot corrupt the counters."""
+``cluster.jobs.states``, so concurrent workers and redelivered messages cannot corrupt the counters."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import redis
 
 from cluster.errors import InvalidTransition
-from cluster.frames import FrameRange
-from cluster.states import CHUNK_TRANSITIONS, JOB_TRANSITIONS, ChunkState, JobState, sources
+from cluster.jobs.plan import FrameRange
+from cluster.jobs.states import CHUNK_TRANSITIONS, JOB_TRANSITIONS, ChunkState, JobState, sources
 from cluster.store.base import dumps, loads, now, redis_errors
 from cluster.store.records import OwnedRecords
 from cluster.store.users import User

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cluster.storage import ObjectStore
+from cluster.objectstore import ObjectStore
 
 
 class ModelFiles:

@@ -23,13 +23,13 @@ import openvino as ov
 
 from cluster.config import Settings
 from cluster.errors import FrameError, ModelError, PrelabelError, ServiceUnavailable
+from cluster.jobs.states import ChunkState
 from cluster.models.engine import EngineCache, InferenceEngine
 from cluster.models.preprocessing import Preprocessing, apply_preprocessing
 from cluster.models.reading import read_model
+from cluster.objectstore import Keys, ObjectStore
 from cluster.scripts.pool import FrameInput, ScriptPool
 from cluster.scripts.warmup import WarmUp
-from cluster.states import ChunkState
-from cluster.storage import Keys, ObjectStore
 from cluster.store import Store
 from cluster.workers.artifacts import ModelFiles
 from cluster.workers.cpu_quota import limit_cpu_threads

@@ -30,9 +30,9 @@ from cluster.config import Settings
 from cluster.errors import PrelabelError
 from cluster.models.device_diagnosis import describe_devices
 from cluster.models.devices import available_devices, require_device
+from cluster.objectstore import open_object_store
 from cluster.reconcile import Reconciler
 from cluster.scripts.sandbox import make_non_dumpable
-from cluster.storage import open_store
 from cluster.store import Store
 from cluster.workers.chunk import ChunkProcessor
 from cluster.workers.decode import configure as configure_decoding
@@ -55,7 +55,7 @@ def run_worker(settings: Settings, device: str) -> int:
 
     store = Store.from_settings(settings)
     store.ping()
-    objects = open_store(settings)
+    objects = open_object_store(settings)
     broker = make_broker(settings)
     metrics = WorkerMetrics.create()
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cluster.cli.client import ApiClient
+from cluster.client import ApiClient
 from cluster.config import Settings
 from cluster.zoo.registry import get_entry, load_zoo
 

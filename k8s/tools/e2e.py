@@ -47,7 +47,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from cluster.cli.client import ApiClient  # noqa: E402
+from cluster.client import ApiClient  # noqa: E402
 from cluster.config import Settings  # noqa: E402
 from cluster.local.ports import free_port, free_port_pair  # noqa: E402
 from cluster.zoo.install import add_zoo_model  # noqa: E402

@@ -13,7 +13,7 @@ from flask import Blueprint, jsonify
 from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
 from cluster.errors import NotFound
-from cluster.storage import Keys
+from cluster.objectstore import Keys
 
 bp = Blueprint("annotations", __name__)
 

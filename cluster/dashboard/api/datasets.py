@@ -5,8 +5,8 @@ from flask import Blueprint, Response, jsonify, request
 from cluster.dashboard.api.inputs import MAX_INDEX, int_arg, json_object, string_field
 from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
-from cluster.datasets.service import CONTENT_TYPES, add_upload, delete_dataset
 from cluster.errors import Conflict, InvalidInput, NotFound
+from cluster.services.datasets import CONTENT_TYPES, add_upload, delete_dataset
 
 bp = Blueprint("datasets", __name__)
 

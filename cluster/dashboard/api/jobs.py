@@ -6,9 +6,9 @@ from cluster.dashboard.api.inputs import MAX_INDEX, int_arg, json_object, string
 from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
 from cluster.errors import Conflict, InvalidInput
-from cluster.export.service import EXPORTS, export_stream
-from cluster.jobs import ChunkSizing, job_status, submit_job
-from cluster.states import JobState
+from cluster.jobs.states import JobState
+from cluster.services.exports import EXPORTS, export_stream
+from cluster.services.jobs import ChunkSizing, job_status, submit_job
 
 bp = Blueprint("jobs", __name__)
 
@@ -88,7 +88,7 @@ def export_job(job_id: str):
 # -- recovery (REL): resume a stuck, parked or cancelled job; run its failed frames again ------------
 @bp.post("/jobs/<job_id>/resume")
 def resume_job_route(job_id: str):
-    from cluster.jobs import resume_job
+    from cluster.services.jobs import resume_job
 
     c = clients()
     return jsonify(resume_job(c.store, c.broker, api_user(), job_id))
@@ -96,7 +96,7 @@ def resume_job_route(job_id: str):
 
 @bp.post("/jobs/<job_id>/retry-failed")
 def retry_failed_route(job_id: str):
-    from cluster.jobs import retry_failed_job
+    from cluster.services.jobs import retry_failed_job
 
     c = clients()
     return jsonify(retry_failed_job(c.store, c.broker, api_user(), job_id))

@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify, request
 from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
 from cluster.errors import InvalidInput
-from cluster.models.registration import Upload, register_model
+from cluster.services.models import Upload, register_model
 
 bp = Blueprint("models", __name__)
 

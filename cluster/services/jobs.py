@@ -11,11 +11,11 @@ from dramatiq.broker import Broker
 from cluster.broker.actors import send_chunk
 from cluster.broker.queues import normalize_device, queue_for
 from cluster.errors import InvalidInput
-from cluster.frames import ChunkSizing, adaptive_chunk_size, parse_frames, plan_chunks
-from cluster.states import ChunkState, JobState
+from cluster.jobs.plan import ChunkSizing, adaptive_chunk_size, parse_frames, plan_chunks
+from cluster.jobs.states import ChunkState, JobState
+from cluster.jobs.thresholds import job_threshold
 from cluster.store import Store
 from cluster.store.users import User
-from cluster.thresholds import job_threshold
 
 
 def submit_job(

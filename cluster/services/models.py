@@ -20,15 +20,15 @@ import openvino as ov
 
 from cluster.config import Settings
 from cluster.errors import Conflict, InvalidInput, ModelError, PrelabelError, ScriptError
+from cluster.jobs.thresholds import DEFAULT_THRESHOLD, check_threshold
 from cluster.models.engine import InferenceEngine
 from cluster.models.preprocessing import Preprocessing, apply_preprocessing
 from cluster.models.reading import read_model, save_ir
+from cluster.objectstore import Keys, ObjectStore
 from cluster.scripts.pool import FrameInput, ScriptPool
-from cluster.storage import Keys, ObjectStore
 from cluster.store import Store
 from cluster.store.base import new_id
 from cluster.store.users import User
-from cluster.thresholds import DEFAULT_THRESHOLD, check_threshold
 
 #: OpenVINO's Python binding initialises C++ statics on first tensor access; two threads doing that
 #: at once deadlock against the GIL. Registrations run in the dashboard's request threads, so their

@@ -136,10 +136,10 @@ class ObjectStore:
         return msgpack.unpackb(self.get_bytes(key), raw=False, strict_map_key=False)
 
 
-def open_store(settings: Settings) -> ObjectStore:
+def open_object_store(settings: Settings) -> ObjectStore:
     store = ObjectStore(settings)
     store.ensure_bucket()
     return store
 
 
-__all__ = ["Keys", "ObjectStore", "open_store", "IO"]
+__all__ = ["Keys", "ObjectStore", "open_object_store", "IO"]

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cluster.errors import NotFound
-from cluster.storage import Keys, ObjectStore
+from cluster.objectstore import Keys, ObjectStore
 
 EXPORTS: dict[str, tuple[str, str]] = {
     "cvat": ("application/xml", ".xml"),

@@ -14,7 +14,7 @@ import hashlib
 from typing import Any, BinaryIO
 
 from cluster.datasets.ingest import Frame, Rejected, iter_upload
-from cluster.storage import Keys, ObjectStore
+from cluster.objectstore import Keys, ObjectStore
 from cluster.store import Store
 
 CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "bmp": "image/bmp", "webp": "image/webp"}
