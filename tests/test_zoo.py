@@ -23,8 +23,8 @@ import pytest
 
 from cluster.errors import ModelError, NotFound, ServiceUnavailable
 from cluster.models import InferenceEngine, Preprocessing, apply_preprocessing, read_model
+from cluster.models.formats import TransposeConvBiasParams, read_transpose_conv_bias_params, transpose_conv_bias
 from cluster.zoo import ZooArtifacts, ZooEntry, get_entry, load_zoo
-from cluster.zoo.extensions import TransposeConvBiasParams, read_transpose_conv_bias_params, transpose_conv_bias
 from cluster.zoo.fetch import fetch_wheel_file
 from cluster.zoo.registry import SCRIPTS_DIR
 

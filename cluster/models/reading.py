@@ -3,8 +3,8 @@
 Every OpenVINO failure is translated into :class:`~cluster.errors.ModelError` naming the file, so
 callers never see openvino's ``RuntimeError`` and its C++ source locations.
 
-TFLite models are read through the TFLite frontend with the zoo's conversion extensions
-(:mod:`cluster.zoo.extensions`), so MediaPipe's custom ``Convolution2DTransposeBias`` op converts.
+TFLite models are read through the TFLite frontend with the conversion extensions of
+:mod:`cluster.models.formats`, so MediaPipe's custom ``Convolution2DTransposeBias`` op converts.
 Those extensions carry parameters read from the very file being converted, so they are added to a
 frontend made for that one read rather than to the shared ``ov.Core`` (where they would pile up,
 one per model read, and race between threads reading different files).
@@ -82,7 +82,7 @@ def _read(reader, path: Path, kind: str) -> ov.Model:
 def _read_tflite(path: Path) -> ov.Model:
     from openvino.frontend import FrontEndManager
 
-    from cluster.zoo.extensions import conversion_extensions
+    from cluster.models.formats import conversion_extensions
 
     frontend = FrontEndManager().load_by_framework("tflite")
     for extension in conversion_extensions(path):

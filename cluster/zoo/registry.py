@@ -17,7 +17,7 @@ from cluster.errors import NotFound
 from cluster.models.preprocessing import Preprocessing
 
 # Modules of this package that are machinery, not models.
-_NOT_MODELS = frozenset({"registry", "fetch", "extensions", "scripts"})
+_NOT_MODELS = frozenset({"registry", "fetch", "install", "scripts"})
 
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
 

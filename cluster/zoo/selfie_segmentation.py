@@ -1,7 +1,7 @@
 """MediaPipe selfie segmentation (general model, 256x256): a person probability per pixel.
 
 The ``.tflite`` file comes out of the ``mediapipe`` wheel (downloaded, never installed); its custom
-``Convolution2DTransposeBias`` op is converted by :mod:`cluster.zoo.extensions`. Input: RGB floats
+``Convolution2DTransposeBias`` op is converted by :mod:`cluster.models.formats`. Input: RGB floats
 in [0, 1] at 256x256 (NHWC). Output: ``[1, 256, 256, 1]`` probabilities of "person", already
 through a sigmoid, renamed ``segmentation_mask``.
 """

@@ -1,4 +1,7 @@
-"""OpenVINO conversion extensions for custom TFLite ops used by zoo models.
+"""Model-format support beyond what OpenVINO reads alone: conversion extensions for custom TFLite ops.
+
+They live with model reading (:mod:`cluster.models.reading` applies them to every ``.tflite`` file it
+reads), not with the zoo, because any uploaded TFLite model may use them, not only zoo models.
 
 MediaPipe models (selfie segmentation, hair segmentation, ...) use a custom op,
 ``Convolution2DTransposeBias``: a transposed convolution with bias, inputs ``input`` (NHWC),
