@@ -1,4 +1,9 @@
-"""The Redis connection and the translation of redis-py errors into the project's error tree."""
+"""What every sub-store shares: the Redis connection, key prefix, JSON and ids, and the translation of
+redis-py errors into the project's error tree.
+
+Sub-stores import only this module (and each other's record types), never the :class:`~cluster.store.Store`
+facade, so the package has no import cycle.
+"""
 
 from __future__ import annotations
 
@@ -45,31 +50,16 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def loads(value: str | None, default: Any = None) -> Any:
+def text(value: bytes | str) -> str:
+    """A Redis reply as ``str``. The client decodes replies (``decode_responses=True``); redis-py's types
+    cannot know that, so replies pass through here rather than through casts."""
+    return value if isinstance(value, str) else value.decode()
+
+
+def texts(values: Any) -> list[str]:
+    """A Redis list or set reply of members (no scores) as a list of ``str``."""
+    return [text(value) for value in values]
+
+
+def loads(value: bytes | str | None, default: Any = None) -> Any:
     return default if value is None else json.loads(value)
-
-
-class Store:
-    """Bundles the per-area stores over one Redis client."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        from cluster.store.datasets import DatasetStore
-        from cluster.store.jobs import JobStore
-        from cluster.store.models import ModelStore
-        from cluster.store.users import UserStore
-        from cluster.store.workers import WorkerRegistry
-
-        self.redis = client
-        self.users = UserStore(client)
-        self.datasets = DatasetStore(client)
-        self.models = ModelStore(client)
-        self.jobs = JobStore(client)
-        self.workers = WorkerRegistry(client)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Store:
-        return cls(connect(settings))
-
-    def ping(self) -> None:
-        with redis_errors("ping"):
-            self.redis.ping()

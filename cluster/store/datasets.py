@@ -38,7 +38,9 @@ class DatasetStore(OwnedRecords):
     def _frames(self, dataset_id: str) -> str:
         return self.key(dataset_id) + ":frames"
 
-    def add_frame(self, dataset_id: str, *, name: str, digest: str, key: str, width: int, height: int) -> tuple[int, bool]:
+    def add_frame(
+        self, dataset_id: str, *, name: str, digest: str, key: str, width: int, height: int
+    ) -> tuple[int, bool]:
         """Append a frame; returns (frame number, whether it is new)."""
         record = dumps({"name": name, "key": key, "width": width, "height": height})
         with redis_errors("add a frame"):

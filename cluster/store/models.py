@@ -36,7 +36,9 @@ class ModelStore(OwnedRecords):
         if not seconds_per_frame > 0:
             return
         with redis_errors("record a model's speed"):
-            self._record_speed(keys=[self._speed_key(model_id)], args=[device, repr(float(seconds_per_frame)), SPEED_WEIGHT])
+            self._record_speed(
+                keys=[self._speed_key(model_id)], args=[device, repr(float(seconds_per_frame)), SPEED_WEIGHT]
+            )
 
     def speed(self, model_id: str, device: str) -> float | None:
         """Seconds per frame per worker thread seen lately on ``device``, or None before any chunk."""

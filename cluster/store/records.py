@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from cluster.errors import Conflict, Forbidden, InvalidInput, NotFound
-from cluster.store.base import PREFIX, dumps, loads, new_id, now, redis_errors
+from cluster.store.base import PREFIX, dumps, loads, new_id, now, redis_errors, text, texts
 from cluster.store.users import User
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -46,7 +46,7 @@ class OwnedRecords:
                 raise InvalidInput(f"{self.kind} names are 1-128 letters, digits, '.', '_' or '-', got {name!r}")
             record["name"] = name
         with redis_errors(f"create a {self.kind}"):
-            if self.named and not self.r.hsetnx(self._names(owner.name), name, record_id):
+            if self.named and name is not None and not self.r.hsetnx(self._names(owner.name), name, record_id):
                 raise Conflict(f"you already have a {self.kind} named {name!r}")
             pipe = self.r.pipeline()
             pipe.hset(self.key(record_id), mapping={k: dumps(v) for k, v in record.items()})
@@ -59,7 +59,7 @@ class OwnedRecords:
             raw = self.r.hgetall(self.key(record_id))
         if not raw:
             return None
-        return {k: loads(v) for k, v in raw.items()}
+        return {text(k): loads(v) for k, v in raw.items()}
 
     def get(self, user: User, ref: str) -> dict[str, Any]:
         """Find a record the user may see, by id or by the user's own name for it."""
@@ -67,7 +67,7 @@ class OwnedRecords:
         if record is None and self.named:
             with redis_errors(f"find a {self.kind}"):
                 record_id = self.r.hget(self._names(user.name), ref)
-            record = self._read(record_id) if record_id else None
+            record = self._read(text(record_id)) if record_id else None
         if record is None:
             raise NotFound(f"no {self.kind} {ref!r}")
         if record["owner"] != user.name and not user.admin:
@@ -88,7 +88,7 @@ class OwnedRecords:
 
     def list(self, user: User, limit: int = 200) -> list[dict[str, Any]]:
         with redis_errors(f"list {self.kind}s"):
-            ids = self.r.zrevrange(self._index(), 0, -1)
+            ids = texts(self.r.zrevrange(self._index(), 0, -1))
         out = []
         for record_id in ids:
             record = self._read(record_id)
@@ -101,7 +101,7 @@ class OwnedRecords:
     def any_with(self, field: str, value: Any) -> str | None:
         """The id of some record whose ``field`` is ``value`` (any owner), or None. A scan: for rare calls."""
         with redis_errors(f"list {self.kind}s"):
-            ids = self.r.zrevrange(self._index(), 0, -1)
+            ids = texts(self.r.zrevrange(self._index(), 0, -1))
             for record_id in ids:
                 raw = self.r.hget(self.key(record_id), field)
                 if raw is not None and loads(raw) == value:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import redis
 
-from cluster.store.base import PREFIX, now, redis_errors
+from cluster.store.base import PREFIX, now, redis_errors, text, texts
 
 SESSION = PREFIX + "session:"  # + sha256(session id): hash {user, csrf, created_at}
 USER_SESSIONS = PREFIX + "user-sessions:"  # + user name: set of sha256(session id)
@@ -61,7 +61,7 @@ class SessionStore:
             data = self.r.hgetall(SESSION + _hash(session_id))
         if not data or "user" not in data or "csrf" not in data:
             return None
-        return Session(id=session_id, user=data["user"], csrf=data["csrf"],
+        return Session(id=session_id, user=text(data["user"]), csrf=text(data["csrf"]),
                        created_at=float(data.get("created_at") or 0))
 
     def delete(self, session_id: str | None) -> None:
@@ -73,13 +73,13 @@ class SessionStore:
             pipe = self.r.pipeline()
             pipe.delete(key)
             if user:
-                pipe.srem(USER_SESSIONS + user, _hash(session_id))
+                pipe.srem(USER_SESSIONS + text(user), _hash(session_id))
             pipe.execute()
 
     def revoke_user(self, user: str) -> int:
         """End every session of ``user``; return how many there were."""
         with redis_errors("end a user's sessions"):
-            hashes = self.r.smembers(USER_SESSIONS + user)
+            hashes = texts(self.r.smembers(USER_SESSIONS + user))
             pipe = self.r.pipeline()
             for h in hashes:
                 pipe.delete(SESSION + h)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import redis
 
 from cluster.errors import Conflict, InvalidInput, NotFound, Unauthorized
-from cluster.store.base import PREFIX, dumps, loads, now, redis_errors
+from cluster.store.base import PREFIX, dumps, loads, now, redis_errors, text
 
 USERS = PREFIX + "users"
 TOKENS = PREFIX + "tokens"
@@ -84,7 +84,7 @@ class UserStore:
             name = self.r.hget(TOKENS, _hash(token))
         if name is None:
             raise Unauthorized("the API token is not valid")
-        return self.get(name)
+        return self.get(text(name))
 
     def new_token(self, name: str) -> str:
         """Replace a user's token, revoking the old one and ending the user's dashboard sessions

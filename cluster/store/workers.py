@@ -6,7 +6,7 @@ from typing import Any
 
 import redis
 
-from cluster.store.base import PREFIX, dumps, loads, now, redis_errors
+from cluster.store.base import PREFIX, dumps, loads, now, redis_errors, texts
 
 WORKERS = PREFIX + "workers"
 
@@ -31,7 +31,7 @@ class WorkerRegistry:
 
     def alive(self, device: str, within_s: float = 30.0) -> list[str]:
         with redis_errors("list workers"):
-            return list(self.r.zrangebyscore(f"{WORKERS}:{device}", now() - within_s, "+inf"))
+            return texts(self.r.zrangebyscore(f"{WORKERS}:{device}", now() - within_s, "+inf"))
 
     def all(self, within_s: float = 30.0) -> list[dict[str, Any]]:
         with redis_errors("list workers"):
