@@ -18,7 +18,8 @@ ANNOTATE = "annotate_chunk"
 ChunkHandler = Callable[[str, int, int, int, int], None]
 
 
-def declare_annotate(broker: Broker, handler: ChunkHandler | None = None, *, max_retries: int | None = None) -> dramatiq.Actor:
+def declare_annotate(broker: Broker, handler: ChunkHandler | None = None, *,
+                     max_retries: int | None = None) -> dramatiq.Actor:
     """Declare the actor; workers pass their handler, senders pass none (they never run it)."""
 
     def annotate_chunk(job_id: str, chunk: int, start: int, stop: int, step: int) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import dramatiq
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -21,6 +21,15 @@ from cluster.errors import ServiceUnavailable
 NAMESPACE = "prelabel-dramatiq"
 
 
+#: What ``PrelabelBroker.maintain`` borrows from Dramatiq's private Redis layer (the ``dispatch`` Lua
+#: script, its argument order and ``RedisBroker._max_unpack_size``), as of Dramatiq 2.x, the major
+#: version ``pyproject.toml`` pins. ``tests/test_broker.py`` checks each of them against the installed
+#: Dramatiq and that a dead worker's message is really requeued, so an upgrade that changes them fails there.
+DISPATCH_SCRIPT = "dispatch"
+DISPATCH_ARGS = ("command", "timestamp", "queue_name", "worker_id", "heartbeat_timeout", "dead_message_ttl",
+                 "do_maintenance", "max_unpack_size")
+
+
 class PrelabelBroker(RedisBroker):
     """A RedisBroker whose requeue of a dead worker's messages can be run on purpose.
 
@@ -28,25 +37,26 @@ class PrelabelBroker(RedisBroker):
     (one command in a thousand by default). ``maintain`` runs that pass for the given queues now,
     and refreshes this process's own heartbeat, which Dramatiq otherwise only sends when it
     fetches: a worker busy with long chunks would look dead.
+
+    Dramatiq has no public call for it: ``maintain`` makes the call its ``do_qsize`` makes, with
+    maintenance forced on (``DISPATCH_ARGS``), instead of leaving it to chance.
     """
 
     def maintain(self, queue_names: list[str]) -> None:
-        dispatch = self.scripts["dispatch"]
+        dispatch = self.scripts[DISPATCH_SCRIPT]
         for queue_name in queue_names:
             for name in (queue_name, queue_name + ".DQ"):
-                dispatch(
-                    keys=[self.namespace],
-                    args=[
-                        "qsize",
-                        _millis(),
-                        name,
-                        self.broker_id,
-                        self.heartbeat_timeout,
-                        self.dead_message_ttl,
-                        1,
-                        self._max_unpack_size(),
-                    ],
-                )
+                args = {
+                    "command": "qsize",
+                    "timestamp": current_millis(),
+                    "queue_name": name,
+                    "worker_id": self.broker_id,
+                    "heartbeat_timeout": self.heartbeat_timeout,
+                    "dead_message_ttl": self.dead_message_ttl,
+                    "do_maintenance": 1,
+                    "max_unpack_size": self._max_unpack_size(),
+                }
+                dispatch(keys=[self.namespace], args=[args[arg] for arg in DISPATCH_ARGS])
 
 
 #: Backoff bounds of a chunk's retries, in ms: the first retry after about a second, the later ones
@@ -69,13 +79,10 @@ def retry_policy(settings: Settings) -> int:
     return max(1, retries)
 
 
-def _millis() -> int:
-    import time
-
-    return int(time.time() * 1000)
-
-
 def make_broker(settings: Settings) -> PrelabelBroker:
+    """A broker for these settings with every device queue declared. It is not made Dramatiq's
+    process-global broker: actors are declared against it (``broker.actors``) and workers are given
+    it, so two brokers (tests, a dashboard and a worker in one process) never mix."""
     if not settings.redis_url:
         raise ServiceUnavailable("no Redis is configured (REDIS_URL), and no local cluster is running")
     middleware = [
@@ -95,5 +102,4 @@ def make_broker(settings: Settings) -> PrelabelBroker:
     )
     for device in KNOWN_DEVICES + tuple(settings.devices):
         broker.declare_queue(queue_for(device))
-    dramatiq.set_broker(broker)
     return broker
