@@ -1,6 +1,6 @@
 """The broker against a real Valkey (db 13): what ``PrelabelBroker.maintain`` borrows from Dramatiq's
-private Redis layer is still there and still requeues a dead worker's messages, and nothing needs
-Dramatiq's process-global broker.
+private Redis layer is still there and still requeues a dead worker's messages, nothing needs
+Dramatiq's process-global broker, and a worker's middleware times each message.
 
 ``maintain`` calls Dramatiq's ``dispatch`` Lua script directly (Dramatiq has no public call that
 forces its maintenance pass). ``pyproject.toml`` pins the Dramatiq major version it was written
@@ -21,11 +21,14 @@ import dramatiq.brokers.redis
 import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from prometheus_client import CollectorRegistry
 
 from cluster.broker.actors import declare_annotate, send_chunk
 from cluster.broker.queues import queue_for
 from cluster.broker.setup import DISPATCH_ARGS, DISPATCH_SCRIPT, NAMESPACE, PrelabelBroker, make_broker
 from cluster.config import Settings
+from cluster.workers.metrics import WorkerMetrics
+from cluster.workers.middleware import MessageTiming
 
 QUEUE = queue_for("CPU")
 
@@ -135,3 +138,36 @@ def test_sending_and_working_never_touch_dramatiqs_global_broker(settings, monke
         sender.close()
     assert received == [("job-1", 3, 0, 10, 2)]
     assert dramatiq.broker.global_broker is None
+
+
+# -- a worker's timing middleware ----------------------------------------------------------------------
+
+def test_a_workers_middleware_times_each_chunk_message_and_its_queue_wait(settings):
+    metrics = WorkerMetrics.create(CollectorRegistry())
+    broker = make_broker(settings)
+    timing = MessageTiming(metrics, "CPU")
+    broker.add_middleware(timing)
+    ran: list[int] = []
+
+    def handler(job_id: str, chunk: int, start: int, stop: int, step: int) -> None:
+        ran.append(chunk)
+        if chunk == 1:
+            raise RuntimeError("this attempt fails")  # retried (here: dead-lettered), not a chunk's time
+
+    declare_annotate(broker, handler, max_retries=0)
+    worker = dramatiq.Worker(broker, queues={QUEUE}, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        send_chunk(broker, "CPU", "job-1", 0, 0, 4, 1)
+        send_chunk(broker, "CPU", "job-1", 1, 4, 8, 1)
+        _wait(lambda: len(ran) == 2, "both messages processed")
+    finally:
+        worker.stop(timeout=5000)  # returns once the worker thread is done with its message
+        broker.close()
+
+    def count(name: str) -> float | None:
+        return metrics.registry.get_sample_value(f"{name}_count", {"device": "CPU"})
+
+    assert count("prelabel_worker_queue_wait_seconds") == 2
+    assert count("prelabel_worker_chunk_duration_seconds") == 1
+    assert timing._started == {}

@@ -64,7 +64,6 @@ class ChunkProcessor:
         metrics: WorkerMetrics,
         *,
         last_attempt: Callable[[], bool] = lambda: True,
-        enqueued_at: Callable[[], float | None] = lambda: None,
         retries: Callable[[], int] = lambda: 0,
     ) -> None:
         self.settings = settings
@@ -74,7 +73,6 @@ class ChunkProcessor:
         self.metrics = metrics
         self.last_attempt = last_attempt
         self.retries = retries
-        self.enqueued_at = enqueued_at
         self.core = ov.Core()
         self.inference_threads = limit_cpu_threads(self.core, device, settings.inference_threads)
         self.files = ModelFiles(objects, Path(settings.cache_dir))
@@ -98,9 +96,8 @@ class ChunkProcessor:
         return t
 
     def __call__(self, job_id: str, chunk: int, start: int, stop: int, step: int) -> None:
-        enqueued = self.enqueued_at()
-        if enqueued is not None:
-            self.metrics.queue_wait.labels(self.device).observe(max(0.0, time.time() - enqueued))
+        """Run one chunk's message. Its queue wait and time are observed around this call by the
+        worker's middleware (``workers/middleware/timing.py``)."""
         claimed = False
         frames: list[dict[str, Any]] | None = None
         try:
@@ -141,7 +138,6 @@ class ChunkProcessor:
             return
         elapsed = time.perf_counter() - began
         self._record_speed(job["model"], elapsed, frames, outcomes)
-        self.metrics.chunk.labels(self.device).observe(elapsed)
         log.info("job %s chunk %d: %d frames in %.2fs", job_id, chunk, len(outcomes), elapsed)
 
     @staticmethod

@@ -38,6 +38,7 @@ from cluster.workers.chunk import ChunkProcessor
 from cluster.workers.decode import configure as configure_decoding
 from cluster.workers.health import Heartbeat, serve_health
 from cluster.workers.metrics import WorkerMetrics
+from cluster.workers.middleware import MessageTiming
 
 log = logging.getLogger("prelabel.worker")
 
@@ -72,12 +73,9 @@ def run_worker(settings: Settings, device: str) -> int:
         message = CurrentMessage.get_current_message()
         return message.options.get("retries", 0) if message is not None else 0
 
-    def enqueued_at() -> float | None:
-        message = CurrentMessage.get_current_message()
-        return message.message_timestamp / 1000 if message is not None else None
-
     processor = ChunkProcessor(settings, store, objects, device, metrics, last_attempt=last_attempt,
-                               enqueued_at=enqueued_at, retries=retries)
+                               retries=retries)
+    broker.add_middleware(MessageTiming(metrics, device))
     declare_annotate(broker, processor, max_retries=max_retries)
 
     # Stale after a few missed beats, not one: a long GC pause or a Redis failover must not get

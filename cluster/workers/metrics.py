@@ -51,7 +51,8 @@ class WorkerMetrics:
             ),
             chunk=Histogram(
                 "prelabel_worker_chunk_duration_seconds",
-                "Wall time to process one chunk, fetch to result written",
+                "Wall time of one chunk's message, from a worker thread taking it to its actor returning "
+                "(an attempt that raised, to be retried, is left out)",
                 ["device"],
                 buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
                 registry=registry,
