@@ -1,11 +1,15 @@
 """The job store against a real Valkey: atomic transitions, idempotent completion, ownership."""
 
+import re
+
 import pytest
 
 from cluster.errors import Conflict, InvalidInput, InvalidTransition, NotFound, Unauthorized
 from cluster.jobs.plan import parse_frames, plan_chunks
-from cluster.jobs.states import ChunkState, JobState
+from cluster.jobs.states import CHUNK_TRANSITIONS, JOB_TRANSITIONS, ChunkState, JobState
 from cluster.store import Store
+from cluster.store.base import dumps
+from cluster.store.jobs import SCRIPTS, TEMPLATES
 
 
 @pytest.fixture()
@@ -132,3 +136,106 @@ def test_a_job_of_a_model_with_a_known_speed_gets_chunks_sized_by_it(store, sett
     assert fixed["settings"]["chunk_size"] == 10
     with pytest.raises(InvalidInput):
         submit_job(store, broker, user, dataset=ds["id"], model=model["id"], chunk_size=0)
+
+
+# --- the transition tables are the only source of the states the Lua scripts use ------------------
+
+_LUA_STRING = re.compile(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"")
+_STATE_NAMES = {s.value for s in JobState} | {s.value for s in ChunkState}
+
+
+def _state_literals(lua: str) -> set[str]:
+    return {a or b for a, b in _LUA_STRING.findall(lua)} & _STATE_NAMES
+
+
+def test_no_lua_script_writes_a_state_name_itself():
+    assert _state_literals("if cur == 'running' then return \"parked\" end") == {"running", "parked"}
+    for name, template in TEMPLATES.items():
+        assert not _state_literals(template), f"{name}: a state written in Lua instead of a $NAME from states.py"
+        assert "$" not in SCRIPTS[name], f"{name}: a placeholder left unrendered"
+    assert _state_literals("".join(SCRIPTS.values())) == _STATE_NAMES
+
+
+def _one_chunk_job(store, user, ds, model) -> str:
+    selection = parse_frames(None, 4)
+    job = store.jobs.create(user, dataset=ds, model=model, device="CPU", frames=selection,
+                            chunks=plan_chunks(selection, 4), settings={"chunk_size": 4})
+    return job["id"]
+
+
+def _fixture_records(store):
+    user, _ = store.users.add(_unique("t"))
+    ds = store.datasets.create(user, _unique("ds"))
+    for i in range(4):
+        store.datasets.add_frame(ds["id"], name=f"f{i}.jpg", digest=f"d{i}", key=f"k{i}", width=10, height=10)
+    model = store.models.create(user, _unique("m"), {"labels": {"1": "person"}})
+    return user, ds, model
+
+
+def _pairs(table) -> set[tuple[str, str]]:
+    return {(a.value, b.value) for a, allowed in table.items() for b in allowed}
+
+
+def test_the_job_transitions_redis_allows_are_the_table(store):
+    user, ds, model = _fixture_records(store)
+    job_id = _one_chunk_job(store, user, ds, model)
+    allowed = set()
+    for cur in JobState:
+        for target in JobState:
+            store.redis.hset(store.jobs.key(job_id), "state", dumps(cur.value))
+            try:
+                store.jobs.set_state(job_id, target)
+            except InvalidTransition:
+                assert store.jobs.get_unchecked(job_id)["state"] == cur.value
+            else:
+                assert store.jobs.get_unchecked(job_id)["state"] == target.value
+                allowed.add((cur.value, target.value))
+    assert allowed == _pairs(JOB_TRANSITIONS)
+
+
+def test_a_workers_claims_and_finishes_move_a_job_only_along_the_table(store):
+    user, ds, model = _fixture_records(store)
+    moves = set()
+    for cur in JobState:
+        for finish in (None, (ChunkState.DONE, 4, []), (ChunkState.FAILED, 0, [{"frame": 0, "reason": "x"}])):
+            job_id = _one_chunk_job(store, user, ds, model)
+            store.redis.hset(store.jobs.key(job_id), "state", dumps(cur.value))
+            if finish is None:
+                store.jobs.claim_chunk(job_id, 0)
+            else:
+                state, done, failed = finish
+                store.redis.hset(store.jobs._chunks(job_id), "0", ChunkState.RUNNING.value)
+                store.jobs.finish_chunk(job_id, 0, state=state, done=done, failed=failed)
+            after = store.jobs.get_unchecked(job_id)["state"]
+            if after != cur.value:
+                moves.add((cur.value, after))
+    assert moves == {("queued", "running"), ("queued", "completed"), ("running", "completed"),
+                     ("queued", "failed"), ("running", "failed")}
+    assert moves <= _pairs(JOB_TRANSITIONS)
+
+
+def test_the_chunk_transitions_redis_allows_are_the_table(store):
+    """Every chunk operation from every state: the moves that happen are exactly the table's."""
+    user, ds, model = _fixture_records(store)
+    operations = {
+        "claim": lambda jobs, job_id: jobs.claim_chunk(job_id, 0, poison_deaths=100)[0],
+        "claim, the last death": lambda jobs, job_id: jobs.claim_chunk(job_id, 0, poison_deaths=1)[0],
+        "finish done": lambda jobs, job_id: jobs.finish_chunk(job_id, 0, state=ChunkState.DONE, done=4, failed=[]),
+        "finish failed": lambda jobs, job_id: jobs.finish_chunk(
+            job_id, 0, state=ChunkState.FAILED, done=0, failed=[{"frame": 0, "reason": "x"}]),
+        "release": lambda jobs, job_id: jobs.release_chunk(job_id, 0),
+        "resume": lambda jobs, job_id: bool(jobs.resume(job_id)),
+        "retry failed": lambda jobs, job_id: bool(jobs.retry_failed(job_id, 0, 4, 1, 4)),
+    }
+    moves = set()
+    for cur in ChunkState:
+        for name, operation in operations.items():
+            job_id = _one_chunk_job(store, user, ds, model)
+            store.redis.hset(store.jobs._chunks(job_id), "0", cur.value)
+            store.redis.rpush(store.jobs._failed(job_id), dumps({"frame": 0, "reason": "x"}))
+            ok = operation(store.jobs, job_id)
+            after = store.jobs.chunk_states(job_id)[0]
+            if ok or after != cur:
+                moves.add((cur.value, after.value))
+            assert ok or after in (cur, ChunkState.PARKED), f"{name} from {cur.value}: refused but moved"
+    assert moves == _pairs(CHUNK_TRANSITIONS)

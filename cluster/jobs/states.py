@@ -1,7 +1,8 @@
 """Job and chunk states and the transitions allowed between them.
 
-The tables here are the single source of truth: the job store passes them to Redis Lua scripts so
-that a transition is checked and applied in one atomic step, whichever process makes it.
+The tables here are the single source of truth: the job store's Redis Lua scripts are rendered from
+them at import (``cluster.store.jobs``; no state name is written in Lua), so that a transition is
+checked and applied in one atomic step, whichever process makes it.
 """
 
 from __future__ import annotations
@@ -54,10 +55,9 @@ CHUNK_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
     ChunkState.PARKED: frozenset({ChunkState.PENDING, ChunkState.FAILED}),
 }
 
-#: Chunk states a worker still has to run (with a message) or that wait for a user (parked).
+#: Chunk states a worker still has to run (with a message); a parked one waits for a user's resume.
 UNFINISHED_CHUNKS = frozenset({ChunkState.PENDING, ChunkState.RUNNING})
 
+#: Chunk states that record an outcome: what a chunk may finish as, and what a retry-failed reopens.
+FINISHED_CHUNKS = frozenset({ChunkState.DONE, ChunkState.FAILED})
 
-def sources(table: dict, target: Enum) -> list[str]:
-    """The states from which ``target`` may be entered, as strings for a Lua script."""
-    return [s.value for s, allowed in table.items() if target in allowed]

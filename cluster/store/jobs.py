@@ -4,47 +4,63 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterable, Mapping
+from enum import Enum
+from string import Template
+from typing import Any, cast
 
 import redis
 
 from cluster.errors import InvalidTransition
 from cluster.jobs.plan import FrameRange
-from cluster.jobs.states import CHUNK_TRANSITIONS, JOB_TRANSITIONS, ChunkState, JobState, sources
+from cluster.jobs.states import (
+    CHUNK_TRANSITIONS,
+    FINISHED_CHUNKS,
+    JOB_TRANSITIONS,
+    UNFINISHED_CHUNKS,
+    ChunkState,
+    JobState,
+)
 from cluster.store.base import dumps, loads, now, redis_errors
 from cluster.store.records import OwnedRecords
 from cluster.store.users import User
 
+# The scripts are written without a state name: each ``$NAME`` is filled in once, at import, by
+# ``_render`` with a Lua literal built from the tables in ``cluster.jobs.states`` (``$CHUNK_RUNNING``
+# a state, ``$JOB_FINISHED`` a set ``{[state] = true}``, ``$CHUNK_TRANSITIONS`` the whole table as
+# ``{[from] = {[to] = true}}``), so the tables are the only place a state or an allowed move is written.
+
 _CLAIM = """
+local JOB_FINISHED = $JOB_FINISHED
+local CHUNK_NEXT = $CHUNK_TRANSITIONS
 local job_state = redis.call('HGET', KEYS[1], 'state')
 if not job_state then return {0, 'missing'} end
 local jstate = cjson.decode(job_state)
-if jstate == 'cancelled' or jstate == 'failed' or jstate == 'completed' then return {0, 'job ' .. jstate} end
+if JOB_FINISHED[jstate] then return {0, 'job ' .. jstate} end
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if not cur then return {0, 'no chunk'} end
-local ok = false
-for _, s in ipairs(cjson.decode(ARGV[3])) do if s == cur then ok = true end end
-if not ok then return {0, cur} end
-if cur == 'running' then
+if not (CHUNK_NEXT[cur] or {})[$CHUNK_RUNNING] then return {0, cur} end
+if cur == $CHUNK_RUNNING then
   -- the last delivery never handed the chunk back: its worker died (or lost Redis) running it
   local deaths = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
-  if deaths >= tonumber(ARGV[5]) then
-    redis.call('HSET', KEYS[2], ARGV[1], 'parked')
+  if deaths >= tonumber(ARGV[3]) then
+    redis.call('HSET', KEYS[2], ARGV[1], $CHUNK_PARKED)
     redis.call('HSET', KEYS[4], ARGV[1], cjson.encode({reason = 'its worker died ' .. deaths ..
-      ' times while running it (PRELABEL_POISON_DEATHS=' .. ARGV[5] .. '); parked until resumed', at = tonumber(ARGV[4])}))
-    return {0, 'parked'}
+      ' times while running it (PRELABEL_POISON_DEATHS=' .. ARGV[3] .. '); parked until resumed',
+      at = tonumber(ARGV[2])}))
+    return {0, $CHUNK_PARKED}
   end
 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-if jstate == 'queued' then
-  redis.call('HSET', KEYS[1], 'state', cjson.encode('running'), 'started_at', ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], $CHUNK_RUNNING)
+if jstate == $JOB_QUEUED then
+  redis.call('HSET', KEYS[1], 'state', cjson.encode($JOB_RUNNING), 'started_at', ARGV[2])
 end
 return {1, cur}
 """
 
 _RELEASE = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == 'running' then
-  redis.call('HSET', KEYS[1], ARGV[1], 'pending')
+if redis.call('HGET', KEYS[1], ARGV[1]) == $CHUNK_RUNNING then
+  redis.call('HSET', KEYS[1], ARGV[1], $CHUNK_PENDING)
   return 1
 end
 return 0
@@ -53,23 +69,25 @@ return 0
 # Resume: parked chunks back to pending (their death count forgotten), and a cancelled or finished job
 # with chunks left to run back to running. Returns the chunks it unparked.
 _RESUME = """
+local UNFINISHED = $CHUNK_UNFINISHED
+local JOB_FINISHED = $JOB_FINISHED
 local unparked = {}
 local all = redis.call('HGETALL', KEYS[2])
 local left = 0
 for i = 1, #all, 2 do
   local state = all[i + 1]
-  if state == 'parked' then
-    redis.call('HSET', KEYS[2], all[i], 'pending')
+  if state == $CHUNK_PARKED then
+    redis.call('HSET', KEYS[2], all[i], $CHUNK_PENDING)
     redis.call('HDEL', KEYS[3], all[i])
     redis.call('HDEL', KEYS[4], all[i])
     table.insert(unparked, all[i])
-    state = 'pending'
+    state = $CHUNK_PENDING
   end
-  if state == 'pending' or state == 'running' then left = left + 1 end
+  if UNFINISHED[state] then left = left + 1 end
 end
 local jstate = cjson.decode(redis.call('HGET', KEYS[1], 'state'))
-if left > 0 and (jstate == 'cancelled' or jstate == 'failed' or jstate == 'completed') then
-  redis.call('HSET', KEYS[1], 'state', cjson.encode('running'), 'finished_at', 'null')
+if left > 0 and JOB_FINISHED[jstate] then
+  redis.call('HSET', KEYS[1], 'state', cjson.encode($JOB_RUNNING), 'finished_at', 'null')
 end
 return unparked
 """
@@ -77,6 +95,7 @@ return unparked
 # Retry-failed: every finished chunk holding a failed frame goes back to pending, its frames taken
 # off the counters and its failures off the list, in one step (ARGV: first frame, frames a chunk spans).
 _RETRY_FAILED = """
+local FINISHED = $CHUNK_FINISHED
 local first = tonumber(ARGV[1])
 local span = tonumber(ARGV[2])
 local step = tonumber(ARGV[3])
@@ -92,11 +111,11 @@ local reset = {}
 local keep = {}
 for c, n in pairs(failed_in) do
   local state = redis.call('HGET', KEYS[2], c)
-  if state == 'done' or state == 'failed' then
+  if FINISHED[state] then
     local c_start = first + tonumber(c) * span
     local c_stop = math.min(stop, c_start + span)
     local frames = math.floor((c_stop - c_start + step - 1) / step)
-    redis.call('HSET', KEYS[2], c, 'pending')
+    redis.call('HSET', KEYS[2], c, $CHUNK_PENDING)
     redis.call('HDEL', KEYS[4], c)
     redis.call('HINCRBY', KEYS[1], 'frames_done', -(frames - n))
     redis.call('HINCRBY', KEYS[1], 'frames_failed', -n)
@@ -111,46 +130,90 @@ for _, raw in ipairs(entries) do
   local c = tostring(math.floor((cjson.decode(raw).frame - first) / span))
   if not reset[c] then redis.call('RPUSH', KEYS[3], raw) end
 end
-redis.call('HSET', KEYS[1], 'state', cjson.encode('running'), 'finished_at', 'null')
+redis.call('HSET', KEYS[1], 'state', cjson.encode($JOB_RUNNING), 'finished_at', 'null')
 return keep
 """
 
+# Finish: the chunk's outcome (ARGV[2]) once, its counts, and the job's end with its last chunk
+# (completed, or failed when no frame was done), if the job may still end.
 _FINISH = """
+local CHUNK_NEXT = $CHUNK_TRANSITIONS
+local JOB_NEXT = $JOB_TRANSITIONS
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if not cur then return {0, 'no chunk'} end
-local ok = false
-for _, s in ipairs(cjson.decode(ARGV[3])) do if s == cur then ok = true end end
-if not ok then return {0, cur} end
+if not (CHUNK_NEXT[cur] or {})[ARGV[2]] then return {0, cur} end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'frames_done', ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'frames_failed', ARGV[5])
-for i = 7, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
-redis.call('HSET', KEYS[1], 'progress_at', ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'frames_done', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'frames_failed', ARGV[4])
+for i = 6, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+redis.call('HSET', KEYS[1], 'progress_at', ARGV[5])
 local finished = redis.call('HINCRBY', KEYS[1], 'chunks_finished', 1)
 local total = tonumber(redis.call('HGET', KEYS[1], 'chunk_count'))
 if finished >= total then
   local jstate = cjson.decode(redis.call('HGET', KEYS[1], 'state'))
-  if jstate == 'queued' or jstate == 'running' then
-    local done = tonumber(redis.call('HGET', KEYS[1], 'frames_done'))
-    local failed = tonumber(redis.call('HGET', KEYS[1], 'frames_failed'))
-    local final = 'completed'
-    if done == 0 and failed > 0 then final = 'failed' end
-    redis.call('HSET', KEYS[1], 'state', cjson.encode(final), 'finished_at', ARGV[6])
+  local done = tonumber(redis.call('HGET', KEYS[1], 'frames_done'))
+  local failed = tonumber(redis.call('HGET', KEYS[1], 'frames_failed'))
+  local final = $JOB_COMPLETED
+  if done == 0 and failed > 0 then final = $JOB_FAILED end
+  if (JOB_NEXT[jstate] or {})[final] then
+    redis.call('HSET', KEYS[1], 'state', cjson.encode(final), 'finished_at', ARGV[5])
   end
 end
 return {1, cur}
 """
 
 _SET_JOB_STATE = """
+local JOB_NEXT = $JOB_TRANSITIONS
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {0, 'missing'} end
 cur = cjson.decode(cur)
-local ok = false
-for _, s in ipairs(cjson.decode(ARGV[2])) do if s == cur then ok = true end end
-if not ok then return {0, cur} end
-redis.call('HSET', KEYS[1], 'state', cjson.encode(ARGV[1]), 'finished_at', ARGV[3], 'error', ARGV[4])
+if not (JOB_NEXT[cur] or {})[ARGV[1]] then return {0, cur} end
+redis.call('HSET', KEYS[1], 'state', cjson.encode(ARGV[1]), 'finished_at', ARGV[2], 'error', ARGV[3])
 return {1, cur}
 """
+
+#: The scripts as written (``$NAME`` placeholders, no state names), by name; tests read them.
+TEMPLATES: dict[str, str] = {
+    "claim": _CLAIM,
+    "release": _RELEASE,
+    "resume": _RESUME,
+    "retry_failed": _RETRY_FAILED,
+    "finish": _FINISH,
+    "set_job_state": _SET_JOB_STATE,
+}
+
+
+def _lua(state: Enum) -> str:
+    """A state as a Lua string literal (a JSON string of plain ASCII is one)."""
+    return json.dumps(state.value)
+
+
+def _lua_set(states: Iterable[Enum]) -> str:
+    return "{" + ", ".join(f"[{_lua(s)}] = true" for s in sorted(states, key=lambda s: s.value)) + "}"
+
+
+def _lua_table(table: Mapping[Any, frozenset[Any]]) -> str:
+    return "{" + ", ".join(f"[{_lua(s)}] = {_lua_set(allowed)}" for s, allowed in table.items()) + "}"
+
+
+def lua_names() -> dict[str, str]:
+    """What each ``$NAME`` of the scripts stands for: every state, the sets and the transition tables."""
+    names = {f"JOB_{s.name}": _lua(s) for s in JobState} | {f"CHUNK_{s.name}": _lua(s) for s in ChunkState}
+    return names | {
+        "JOB_FINISHED": _lua_set(s for s in JobState if s.finished),
+        "JOB_TRANSITIONS": _lua_table(JOB_TRANSITIONS),
+        "CHUNK_UNFINISHED": _lua_set(UNFINISHED_CHUNKS),
+        "CHUNK_FINISHED": _lua_set(FINISHED_CHUNKS),
+        "CHUNK_TRANSITIONS": _lua_table(CHUNK_TRANSITIONS),
+    }
+
+
+def _render(template: str) -> str:
+    return Template(template).substitute(lua_names())
+
+
+#: The scripts as Redis runs them, rendered once at import.
+SCRIPTS: dict[str, str] = {name: _render(template) for name, template in TEMPLATES.items()}
 
 
 class JobStore(OwnedRecords):
@@ -159,12 +222,12 @@ class JobStore(OwnedRecords):
 
     def __init__(self, client: redis.Redis) -> None:
         super().__init__(client)
-        self._claim = client.register_script(_CLAIM)
-        self._finish = client.register_script(_FINISH)
-        self._set_state = client.register_script(_SET_JOB_STATE)
-        self._release = client.register_script(_RELEASE)
-        self._resume = client.register_script(_RESUME)
-        self._retry_failed = client.register_script(_RETRY_FAILED)
+        self._claim = client.register_script(SCRIPTS["claim"])
+        self._finish = client.register_script(SCRIPTS["finish"])
+        self._set_state = client.register_script(SCRIPTS["set_job_state"])
+        self._release = client.register_script(SCRIPTS["release"])
+        self._resume = client.register_script(SCRIPTS["resume"])
+        self._retry_failed = client.register_script(SCRIPTS["retry_failed"])
 
     def _chunks(self, job_id: str) -> str:
         return self.key(job_id) + ":chunks"
@@ -214,7 +277,8 @@ class JobStore(OwnedRecords):
                 for start in range(0, len(chunks), 10000):
                     pipe.hset(
                         self._chunks(job["id"]),
-                        mapping={str(i): ChunkState.PENDING.value for i in range(start, min(len(chunks), start + 10000))},
+                        mapping={str(i): ChunkState.PENDING.value
+                                 for i in range(start, min(len(chunks), start + 10000))},
                     )
                 pipe.execute()
         return job
@@ -227,8 +291,7 @@ class JobStore(OwnedRecords):
         with redis_errors("claim a chunk"):
             ok, cur = self._claim(
                 keys=[self.key(job_id), self._chunks(job_id), self._deaths(job_id), self._parked(job_id)],
-                args=[chunk, ChunkState.RUNNING.value, json.dumps(sources(CHUNK_TRANSITIONS, ChunkState.RUNNING)), now(),
-                      max(1, int(poison_deaths))],
+                args=[chunk, now(), max(1, int(poison_deaths))],
             )
         return bool(ok), cur
 
@@ -245,12 +308,13 @@ class JobStore(OwnedRecords):
 
     def parked(self, job_id: str) -> dict[int, dict[str, Any]]:
         with redis_errors("read parked chunks"):
-            return {int(k): loads(v) for k, v in self.r.hgetall(self._parked(job_id)).items()}
+            return {int(k): loads(v) for k, v in cast(dict[str, str], self.r.hgetall(self._parked(job_id))).items()}
 
     def resume(self, job_id: str) -> list[int]:
         """Unpark the job's parked chunks and reopen a cancelled or finished job that has chunks left."""
         with redis_errors("resume a job"):
-            out = self._resume(keys=[self.key(job_id), self._chunks(job_id), self._deaths(job_id), self._parked(job_id)])
+            out = self._resume(keys=[self.key(job_id), self._chunks(job_id), self._deaths(job_id),
+                                     self._parked(job_id)])
         return sorted(int(c) for c in out)
 
     def retry_failed(self, job_id: str, first: int, span: int, step: int, stop: int) -> list[int]:
@@ -266,12 +330,12 @@ class JobStore(OwnedRecords):
         self, job_id: str, chunk: int, *, state: ChunkState, done: int, failed: list[dict[str, Any]]
     ) -> bool:
         """Record a chunk's outcome once; a repeat for a finished chunk changes nothing and returns False."""
-        if state not in (ChunkState.DONE, ChunkState.FAILED):
+        if state not in FINISHED_CHUNKS:
             raise InvalidTransition(f"a chunk cannot finish as {state.value}")
         with redis_errors("finish a chunk"):
             ok, _ = self._finish(
                 keys=[self.key(job_id), self._chunks(job_id), self._failed(job_id)],
-                args=[chunk, state.value, json.dumps(sources(CHUNK_TRANSITIONS, state)), done, len(failed), now()]
+                args=[chunk, state.value, done, len(failed), now()]
                 + [dumps(f) for f in failed],
             )
         return bool(ok)
@@ -280,7 +344,7 @@ class JobStore(OwnedRecords):
         with redis_errors("change a job's state"):
             ok, cur = self._set_state(
                 keys=[self.key(job_id)],
-                args=[state.value, json.dumps(sources(JOB_TRANSITIONS, state)), now(), dumps(error)],
+                args=[state.value, now(), dumps(error)],
             )
         if not ok:
             raise InvalidTransition(f"job {job_id} is {cur}; it cannot become {state.value}")
@@ -307,7 +371,7 @@ class JobStore(OwnedRecords):
         fields = ("state", "device", "frames_total", "frames_done", "frames_failed", "progress_at", "started_at",
                   "created_at")
         with redis_errors("count jobs"):
-            ids = self.r.zrange(self._index(), 0, -1)
+            ids = cast(list[str], self.r.zrange(self._index(), 0, -1))
             for first in range(0, len(ids), batch):
                 part = ids[first:first + batch]
                 pipe = self.r.pipeline(transaction=False)
@@ -324,4 +388,4 @@ class JobStore(OwnedRecords):
 
     def failed_frames(self, job_id: str, start: int = 0, stop: int = -1) -> list[dict[str, Any]]:
         with redis_errors("read failed frames"):
-            return [loads(v) for v in self.r.lrange(self._failed(job_id), start, stop)]
+            return [loads(v) for v in cast(list[str], self.r.lrange(self._failed(job_id), start, stop))]
