@@ -6,16 +6,14 @@ Pure functions over bytes and streams; callers store the frames. See :mod:`.inge
 from cluster.datasets.ingest import (
     DEFAULT_LIMITS,
     DEFAULT_MAX_VIDEO_FRAMES,
-    Frame,
     IngestLimits,
-    Rejected,
-    Truncated,
     detect,
     iter_paths,
     iter_upload,
     iter_zip,
     verify_image,
 )
+from cluster.datasets.outcomes import Frame, Rejected, Truncated
 
 __all__ = [
     "DEFAULT_LIMITS",

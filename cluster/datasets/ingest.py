@@ -32,44 +32,19 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import IO, BinaryIO, NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
 from cluster.datasets.budget import shared_budget
 from cluster.datasets.names import name_parts, safe_name
+from cluster.datasets.outcomes import Frame, Rejected
 from cluster.errors import ConfigError, InvalidInput
 
 HEAD_SIZE = 512  # bytes read to sniff a type
 _COPY_CHUNK = 1 << 20
-
-
-@dataclass
-class Frame:
-    """One verified image, ready to store: ``data`` is exactly what gets stored."""
-
-    name: str
-    data: bytes = field(repr=False)
-    ext: str  # "jpg" | "png" | "bmp" | "webp"
-    width: int
-    height: int
-
-
-@dataclass
-class Rejected:
-    """An input (file, zip member, video tail) that produced no frame, and why."""
-
-    name: str
-    reason: str
-
-
-@dataclass
-class Truncated(Rejected):
-    """The missing tail of a video whose first ``kept`` frames were added: a warning, really."""
-
-    kept: int = 0
 
 
 @dataclass(frozen=True)
@@ -277,7 +252,7 @@ def _structural_truncation(data: bytes, ext: str) -> str:
 # Entry points
 
 
-def iter_upload(filename: str, data: bytes | bytearray | memoryview | BinaryIO, *,
+def iter_upload(filename: str, data: bytes | bytearray | memoryview | IO[bytes], *,
                 max_video_frames: int | None = DEFAULT_MAX_VIDEO_FRAMES,
                 limits: IngestLimits | None = None) -> Iterator[Frame | Rejected]:
     """Frames (or rejections) from one uploaded file, lazily, in a stable order.
@@ -307,7 +282,7 @@ class _Caps(NamedTuple):
     max_video_frames: int | None
 
 
-def _iter_stream(name: str, stream: BinaryIO, caps: _Caps) -> Iterator[Frame | Rejected]:
+def _iter_stream(name: str, stream: IO[bytes], caps: _Caps) -> Iterator[Frame | Rejected]:
     seekable = _seekable(stream)
     start = stream.tell() if seekable else 0
     head = _read_exactly(stream, HEAD_SIZE)
@@ -336,31 +311,38 @@ def _iter_stream(name: str, stream: BinaryIO, caps: _Caps) -> Iterator[Frame | R
         yield _not_accepted(name, found.what)
 
 
-def _dispatch(name: str, found: Detected, blob: bytes | None, stream: BinaryIO | None,
+def _dispatch(name: str, found: Detected, blob: bytes | None, stream: IO[bytes] | None,
               caps: _Caps) -> Iterator[Frame | Rejected]:
     if found.kind == "image":
         assert blob is not None
         yield verify_image(name, blob, found.fmt, caps.limits)
     elif found.kind == "zip":
-        yield from _iter_zip(name, stream if stream is not None else io.BytesIO(blob), caps)
+        yield from _iter_zip(name, _stream_of(blob, stream), caps)
     elif found.kind == "video":
         from cluster.datasets.video import iter_video
 
-        source = stream if stream is not None else io.BytesIO(blob)
-        yield from iter_video(name, source, fmt=found.fmt, max_frames=caps.max_video_frames,
+        yield from iter_video(name, _stream_of(blob, stream), fmt=found.fmt, max_frames=caps.max_video_frames,
                               max_pixels=caps.limits.max_image_pixels)
     else:
         yield _not_accepted(name, found.what)
 
 
-def _seekable(stream: BinaryIO) -> bool:
+def _stream_of(blob: bytes | None, stream: IO[bytes] | None) -> IO[bytes]:
+    """The input as a stream: ``_dispatch`` gets either the whole file or a stream of it."""
+    if stream is not None:
+        return stream
+    assert blob is not None
+    return io.BytesIO(blob)
+
+
+def _seekable(stream: IO[bytes]) -> bool:
     try:
         return bool(stream.seekable()) and stream.tell() >= 0
     except (AttributeError, OSError, ValueError):
         return False
 
 
-def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+def _read_exactly(stream: IO[bytes], size: int) -> bytes:
     chunks, got = [], 0
     while got < size:
         chunk = stream.read(size - got)
@@ -396,7 +378,7 @@ def iter_zip(archive: str, source: BinaryIO, *,
     return _iter_zip(safe_name(archive), source, _Caps(limits, max_video_frames))
 
 
-def _iter_zip(archive: str, source: BinaryIO, caps: _Caps) -> Iterator[Frame | Rejected]:
+def _iter_zip(archive: str, source: IO[bytes], caps: _Caps) -> Iterator[Frame | Rejected]:
     limits = caps.limits
     try:
         zf = zipfile.ZipFile(source)
@@ -501,7 +483,7 @@ def _iter_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, caps: _C
             yield _not_accepted(name, found.what)
 
 
-def _read_budgeted(member: BinaryIO, size: int, budget: list[int]) -> bytes:
+def _read_budgeted(member: IO[bytes], size: int, budget: list[int]) -> bytes:
     data = _read_exactly(member, size)
     budget[0] -= len(data)
     if budget[0] < 0:

@@ -21,7 +21,7 @@ MAX_NAME_BYTES = 1024
 def name_parts(raw: str) -> list[str]:
     """The safe path components of ``raw`` (possibly none)."""
     text = "".join(ch for ch in str(raw) if unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co"))
-    parts = []
+    parts: list[str] = []
     for part in text.replace("\\", "/").split("/"):
         part = part.strip()
         if part == "..":

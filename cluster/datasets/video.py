@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import IO
 
 import av
 
-from cluster.datasets.ingest import Frame, Rejected, Truncated
+from cluster.datasets.outcomes import Frame, Rejected, Truncated
 
 JPEG_QUALITY = 95
 _DEMUXERS = {"mov", "avi", "matroska"}
@@ -24,7 +24,7 @@ def frame_name(video: str, index: int) -> str:
     return f"{video}#{index:06d}"
 
 
-def iter_video(name: str, source: BinaryIO | str, *, fmt: str | None = None,
+def iter_video(name: str, source: IO[bytes] | str, *, fmt: str | None = None,
                max_frames: int | None = None,
                max_pixels: int | None = None) -> Iterator[Frame | Rejected]:
     """JPEG frames of ``source`` (a seekable binary stream or a path), decoded lazily.
@@ -36,7 +36,7 @@ def iter_video(name: str, source: BinaryIO | str, *, fmt: str | None = None,
     :class:`Rejected` naming the first frame that could not be read; fewer frames than the
     container header declares (a cut-off AVI, frames FFmpeg skipped) are reported too, and so are
     frames missing before the container's declared duration (a cut-off Matroska/WebM file, which
-    declares no frame count): a :class:`~cluster.datasets.ingest.Truncated` saying how many
+    declares no frame count): a :class:`~cluster.datasets.outcomes.Truncated` saying how many
     frames were kept. A stream whose coded size exceeds ``max_pixels`` is refused before any
     frame is decoded.
     """

@@ -11,16 +11,19 @@ too big: with the reason).
 from __future__ import annotations
 
 import hashlib
-from typing import Any, BinaryIO
+from typing import IO, Any
 
-from cluster.datasets.ingest import Frame, Rejected, iter_upload
+from cluster.datasets.ingest import iter_upload
+from cluster.datasets.outcomes import Frame, Rejected
 from cluster.objectstore import Keys, ObjectStore
 from cluster.store import Store
 
 CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "bmp": "image/bmp", "webp": "image/webp"}
 
 
-def add_upload(store: Store, objects: ObjectStore, dataset: dict[str, Any], filename: str, data: BinaryIO) -> dict[str, list]:
+def add_upload(
+    store: Store, objects: ObjectStore, dataset: dict[str, Any], filename: str, data: IO[bytes]
+) -> dict[str, list]:
     added: list[dict[str, Any]] = []
     duplicate: list[dict[str, Any]] = []
     rejected: list[dict[str, str]] = []
