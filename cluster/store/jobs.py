@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Mapping
 from enum import Enum
 from string import Template
-from typing import Any, cast
+from typing import Any
 
 import redis
 
@@ -21,7 +21,7 @@ from cluster.jobs.states import (
     ChunkState,
     JobState,
 )
-from cluster.store.base import dumps, loads, now, redis_errors
+from cluster.store.base import dumps, loads, now, redis_errors, texts
 from cluster.store.records import OwnedRecords
 from cluster.store.users import User
 
@@ -308,7 +308,7 @@ class JobStore(OwnedRecords):
 
     def parked(self, job_id: str) -> dict[int, dict[str, Any]]:
         with redis_errors("read parked chunks"):
-            return {int(k): loads(v) for k, v in cast(dict[str, str], self.r.hgetall(self._parked(job_id))).items()}
+            return {int(k): loads(v) for k, v in self.r.hgetall(self._parked(job_id)).items()}
 
     def resume(self, job_id: str) -> list[int]:
         """Unpark the job's parked chunks and reopen a cancelled or finished job that has chunks left."""
@@ -371,7 +371,7 @@ class JobStore(OwnedRecords):
         fields = ("state", "device", "frames_total", "frames_done", "frames_failed", "progress_at", "started_at",
                   "created_at")
         with redis_errors("count jobs"):
-            ids = cast(list[str], self.r.zrange(self._index(), 0, -1))
+            ids = texts(self.r.zrange(self._index(), 0, -1))
             for first in range(0, len(ids), batch):
                 part = ids[first:first + batch]
                 pipe = self.r.pipeline(transaction=False)
@@ -388,4 +388,4 @@ class JobStore(OwnedRecords):
 
     def failed_frames(self, job_id: str, start: int = 0, stop: int = -1) -> list[dict[str, Any]]:
         with redis_errors("read failed frames"):
-            return [loads(v) for v in cast(list[str], self.r.lrange(self._failed(job_id), start, stop))]
+            return [loads(v) for v in self.r.lrange(self._failed(job_id), start, stop)]
