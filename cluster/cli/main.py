@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from cluster.cli.checks import floats, open_input, port, positive_int, threshold
 from cluster.config import Settings
@@ -23,7 +23,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from cluster.local.up import run_up
 
     settings = Settings.from_env(data_dir=args.data_dir, devices=args.devices, port=args.port)
-    settings = settings.with_(devices=tuple(normalize_device(d) for d in settings.devices))  # FOO: an error, not a worker restarted for ever
+    # An unknown device (FOO) is an error here, not a worker restarted for ever.
+    settings = settings.with_(devices=tuple(normalize_device(d) for d in settings.devices))
     return run_up(settings)
 
 
@@ -264,15 +265,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from cluster.cli.export import export_job
+    from cluster.cli.progress import wait_for
     from cluster.demo.run import run_demo
 
-    return run_demo(data_dir=args.data_dir, out_dir=Path(args.out), port=args.port)
+    return run_demo(data_dir=args.data_dir, out_dir=Path(args.out), port=args.port, wait=wait_for, export=export_job)
 
 
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes in one line, ``prelabel: error: ...`` (exit 2), as every other error."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"prelabel: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -378,7 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("job")
     s.add_argument("--format", choices=["cvat", "coco", "masks"], required=True)
     s.add_argument("-o", "--output", required=True)
-    s.add_argument("--force", action="store_true", help="overwrite an existing file (or unpack into a non-empty folder)")
+    s.add_argument(
+        "--force", action="store_true", help="overwrite an existing file (or unpack into a non-empty folder)"
+    )
     s.add_argument("--partial", action="store_true", help="export a job that has not finished: what is done so far")
     s.set_defaults(func=cmd_export)
 

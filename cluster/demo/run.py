@@ -1,7 +1,10 @@
 """The demo: start a local cluster if none runs, set up the zoo model and a sample dataset, run a
 job with a progress bar, write all three exports and say where everything is.
 
-It uses the same API client as the CLI commands, so it exercises the real path end to end.
+It uses the same API client (the SDK, :mod:`cluster.client`) as the CLI commands, so it exercises the
+real path end to end. The terminal side, waiting with a progress bar and writing exports to disk, is
+the CLI's: `prelabel demo` hands its own helpers in (``wait``, ``export``), so the demo never imports
+the CLI that calls it.
 """
 
 from __future__ import annotations
@@ -10,10 +13,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
-from cluster.cli.export import export_job
-from cluster.cli.progress import wait_for
 from cluster.client import ApiClient, ApiError, save_token, saved_token
 from cluster.config import Settings, cluster_file, prelabel_home, read_cluster_file
 from cluster.errors import Conflict, ServiceUnavailable, Unauthorized
@@ -21,6 +24,22 @@ from cluster.errors import Conflict, ServiceUnavailable, Unauthorized
 DEMO_USER = "demo"
 DATASET = "demo-photos"
 MODEL = "selfie-segmentation"
+
+
+class WaitForJob(Protocol):
+    """Poll ``fetch`` until the job is finished, showing progress on ``stream``; the final status."""
+
+    def __call__(
+        self, fetch: Callable[[], dict[str, Any]], *, interval: float = ..., stream: Any = ...
+    ) -> dict[str, Any]:
+        ...
+
+
+class ExportJob(Protocol):
+    """Write the job's export in ``fmt`` to ``output``; the path written."""
+
+    def __call__(self, client: ApiClient, job_id: str, fmt: str, output: Path, *, force: bool = ...) -> Path:
+        ...
 
 
 def _start_cluster(data_dir: str | None, port: int | None) -> None:
@@ -64,7 +83,8 @@ def _demo_token(settings: Settings) -> str:
     return token
 
 
-def run_demo(data_dir: str | None, out_dir: Path, port: int | None = None) -> int:
+def run_demo(data_dir: str | None, out_dir: Path, port: int | None = None, *, wait: WaitForJob,
+             export: ExportJob) -> int:
     began = time.monotonic()
     if not read_cluster_file():
         _start_cluster(data_dir, port)
@@ -90,7 +110,7 @@ def run_demo(data_dir: str | None, out_dir: Path, port: int | None = None) -> in
     paths = build_sample(sample_dir)
     dataset = client.ensure_dataset(DATASET)
     rejected = []
-    for name, path in iter_paths(paths):
+    for _name, path in iter_paths(paths):
         with open(path, "rb") as f:
             rejected += client.upload(dataset["id"], os.path.relpath(path, sample_dir), f)["rejected"]
     dataset = client.get(f"/api/datasets/{dataset['id']}")
@@ -98,15 +118,15 @@ def run_demo(data_dir: str | None, out_dir: Path, port: int | None = None) -> in
 
     job = client.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"], "device": "CPU"})
     print(f"job {job['id']}: {job['frames_total']} frames in {job['chunk_count']} chunks", flush=True)
-    final = wait_for(lambda: client.get(f"/api/jobs/{job['id']}"), interval=0.5, stream=sys.stdout)
+    final = wait(lambda: client.get(f"/api/jobs/{job['id']}"), interval=0.5, stream=sys.stdout)
 
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {
         # The demo owns its output folder: a second run replaces the first run's exports.
-        "cvat": export_job(client, job["id"], "cvat", out_dir / "annotations-cvat.xml", force=True),
-        "coco": export_job(client, job["id"], "coco", out_dir / "annotations-coco.json", force=True),
-        "masks": export_job(client, job["id"], "masks", out_dir / "masks", force=True),
+        "cvat": export(client, job["id"], "cvat", out_dir / "annotations-cvat.xml", force=True),
+        "coco": export(client, job["id"], "coco", out_dir / "annotations-coco.json", force=True),
+        "masks": export(client, job["id"], "masks", out_dir / "masks", force=True),
     }
     print()
     print(f"job {job['id']} {final['state']}: {final['frames_done']} frames annotated, "

@@ -46,7 +46,7 @@ def build_sample(target: Path, video_frames: int = 12) -> list[Path]:
         variants = {
             "flip": ImageOps.mirror(pil),
             "crop": pil.crop((w // 8, h // 8, w - w // 8, h - h // 8)),
-            "small": pil.resize((max(32, w // 2), max(32, h // 2)), Image.BILINEAR),
+            "small": pil.resize((max(32, w // 2), max(32, h // 2)), Image.Resampling.BILINEAR),
             "dark": Image.fromarray((img * 0.6).astype(np.uint8)),
         }
         for kind, variant in variants.items():
