@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from cluster.cli.checks import floats, open_input, port, positive_int, threshold
 from cluster.config import Settings
 from cluster.errors import PrelabelError
+from cluster.jobs.thresholds import DEFAULT_THRESHOLD
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -349,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resize", choices=["linear", "nearest", "cubic"])
     s.add_argument("--trusted", action="store_true", help="admins only: run the script as full Python")
     s.add_argument("--threshold", type=threshold, default=None,
-                   help="the score threshold jobs of this model use unless they set one (default 0.5)")
+                   help=f"the score threshold jobs of this model use unless they set one (default {DEFAULT_THRESHOLD})")
     s.set_defaults(func=cmd_models_add)
     s = ms.add_parser("list")
     s.set_defaults(func=cmd_models_list)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.errors import PrelabelError, ScriptError
+from cluster.jobs.thresholds import DEFAULT_THRESHOLD
 from cluster.scripts.imports import DEFAULT_ALLOWED, DEFAULT_DENIED, STYLE_LEGACY, ScriptReport, check_script
 
 DEFAULT_LABELS = {"1": "object"}
@@ -237,7 +238,8 @@ def add_script_parser(sub: Any) -> argparse.ArgumentParser:
                    help='label map: CVAT\'s {"label_map": {"1": "person"}} or the bare mapping '
                         f"(default {json.dumps(DEFAULT_LABELS)})")
     s.add_argument("--trusted", action="store_true", help="run as an admin's trusted script (full Python)")
-    s.add_argument("--threshold", type=threshold, default=0.5, help="context['threshold'] (default 0.5)")
+    s.add_argument("--threshold", type=threshold, default=DEFAULT_THRESHOLD,
+                   help=f"context['threshold'] (default {DEFAULT_THRESHOLD})")
     s.add_argument("--name", help="the frame's name as the script sees it (default: the .npz file's stem)")
     s.add_argument("--timeout", type=positive_seconds, default=None,
                    help="seconds for the call (default: PRELABEL_SCRIPT_TIMEOUT, 30)")

@@ -23,7 +23,7 @@ def check_threshold(value: Any) -> float:
 
 
 def job_threshold(requested: Any, model: dict[str, Any]) -> float:
-    """The job's own threshold if it sets one, else the model's (older models have none: 0.5)."""
+    """The job's own threshold if it sets one, else the model's (older models have none: DEFAULT_THRESHOLD)."""
     if requested is None or requested == "":
         return check_threshold(model.get("threshold", DEFAULT_THRESHOLD))
     return check_threshold(requested)

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from cluster.jobs.thresholds import DEFAULT_THRESHOLD
+
 # Each frame is sent this many times: the second pass is what the first real frame then resembles.
 ROUNDS = 2
 # A warm-up frame gets at most this long (or the per-frame timeout, if shorter).
@@ -43,13 +45,13 @@ class WarmUp:
     include_sample: bool = False
     width: int = 640
     height: int = 480
-    context: Mapping[str, Any] = field(default_factory=lambda: {"threshold": 0.5})
+    context: Mapping[str, Any] = field(default_factory=lambda: {"threshold": DEFAULT_THRESHOLD})
 
     @classmethod
     def like(cls, sample: Mapping[str, np.ndarray], *, include_sample: bool = False, width: int = 640,
              height: int = 480, context: Mapping[str, Any] | None = None) -> WarmUp:
         return cls(dict(sample), include_sample, int(width), int(height),
-                   dict(context) if context is not None else {"threshold": 0.5})
+                   dict(context) if context is not None else {"threshold": DEFAULT_THRESHOLD})
 
     def frames(self) -> list[tuple[int, dict[str, np.ndarray]]]:
         """(frame id, outputs) in the order they are sent: every frame once per round, ids < 0."""

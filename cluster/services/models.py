@@ -99,7 +99,7 @@ def register_model(
     settings: Settings,
 ) -> dict[str, Any]:
     """Check and store a model. ``threshold``: what jobs of this model pass their script as
-    ``context["threshold"]`` unless the job sets one (0.5 when None)."""
+    ``context["threshold"]`` unless the job sets one (``DEFAULT_THRESHOLD`` when None)."""
     threshold = check_threshold(DEFAULT_THRESHOLD if threshold is None else threshold)
     if trusted and not user.admin:
         raise InvalidInput("only an admin can mark a script trusted")

@@ -24,6 +24,7 @@ import openvino as ov
 from cluster.config import Settings
 from cluster.errors import FrameError, ModelError, PrelabelError, ServiceUnavailable
 from cluster.jobs.states import ChunkState
+from cluster.jobs.thresholds import DEFAULT_THRESHOLD
 from cluster.models.engine import EngineCache, InferenceEngine
 from cluster.models.preprocessing import Preprocessing, apply_preprocessing
 from cluster.models.reading import read_model
@@ -256,7 +257,7 @@ class ChunkProcessor:
         engine = self._engine(model)
         source = self._script_source(model)
         self._timed("read", t)
-        context = {"threshold": job["settings"].get("threshold", 0.5)}
+        context = {"threshold": job["settings"].get("threshold", DEFAULT_THRESHOLD)}
         warm = WarmUp.like(engine.sample_outputs, include_sample=True, context=context) if engine.sample_outputs else None
         runner = self.scripts.get(source, labels=model["labels"], trusted=bool(model.get("trusted")), warm_up=warm)
         outcomes = [FrameOutcome(f["frame"], f["name"], f["width"], f["height"]) for f in frames]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from cluster.errors import NotFound
+from cluster.jobs.thresholds import DEFAULT_THRESHOLD
 from cluster.models.preprocessing import Preprocessing
 
 # Modules of this package that are machinery, not models.
@@ -31,7 +32,7 @@ class ZooArtifacts:
     labels: dict[str, str]
     script_path: Path
     preprocessing: Preprocessing
-    threshold: float = 0.5  # the default score threshold for jobs of this model
+    threshold: float = DEFAULT_THRESHOLD  # the default score threshold for jobs of this model
 
 
 @runtime_checkable
