@@ -22,6 +22,11 @@ def prelabel_home(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("PRELABEL_HOME") or Path.home() / ".prelabel")
 
 
+#: The OpenVINO device used when none is named (a job, a worker, an engine, `prelabel up`): the CPU
+#: plugin, the one device every host has.
+DEFAULT_DEVICE = "CPU"
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=lambda: prelabel_home() / "data")
@@ -33,7 +38,7 @@ class Settings:
     s3_bucket: str = "prelabel"
     api_url: str = ""
     token: str = ""
-    devices: tuple[str, ...] = ("CPU",)
+    devices: tuple[str, ...] = (DEFAULT_DEVICE,)
     port: int = 8080
     chunk_size: int = 16  # frames per chunk before a model's speed is known (and the least)
     chunk_seconds: float = 1.0  # aim: this much of a worker thread's time per chunk (frames.adaptive_chunk_size)

@@ -12,6 +12,7 @@ import dramatiq
 from dramatiq.broker import Broker
 
 from cluster.broker.queues import queue_for
+from cluster.config import DEFAULT_DEVICE
 
 ANNOTATE = "annotate_chunk"
 
@@ -32,7 +33,7 @@ def declare_annotate(broker: Broker, handler: ChunkHandler | None = None, *,
         annotate_chunk,
         broker=broker,
         actor_name=ANNOTATE,
-        queue_name=queue_for("CPU"),
+        queue_name=queue_for(DEFAULT_DEVICE),
         priority=0,
         # None: the broker's Retries middleware decides (``setup.retry_policy``, from the retry window)
         options={} if max_retries is None else {"max_retries": max_retries},

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from cluster.cli.checks import floats, open_input, port, positive_int, threshold
-from cluster.config import Settings
+from cluster.config import DEFAULT_DEVICE, Settings
 from cluster.errors import PrelabelError
 from cluster.jobs.thresholds import DEFAULT_THRESHOLD
 
@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("up", help="start a local cluster: Valkey, SeaweedFS S3, workers, dashboard")
     s.add_argument("--data-dir")
-    s.add_argument("--devices", default=None, help="comma-separated OpenVINO devices, one worker each (CPU)")
+    s.add_argument("--devices", default=None,
+                   help=f"comma-separated OpenVINO devices, one worker each ({DEFAULT_DEVICE})")
     s.add_argument("--port", type=port, default=None)
     s.set_defaults(func=cmd_up)
 
@@ -295,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_down)
 
     s = sub.add_parser("worker", help="run a worker for one device")
-    s.add_argument("--device", default="CPU")
+    s.add_argument("--device", default=DEFAULT_DEVICE)
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("dashboard", help="serve the dashboard and API under gunicorn (the container role)")
@@ -366,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("annotate", help="start an annotation job")
     s.add_argument("--dataset", required=True)
     s.add_argument("--model", required=True)
-    s.add_argument("--device", default="CPU")
+    s.add_argument("--device", default=DEFAULT_DEVICE)
     s.add_argument("--frames", help="START-END[:STEP], END inclusive (default: all)")
     s.add_argument("--threshold", type=threshold, default=None, help="the model's own default when left out")
     s.add_argument("--chunk-size", type=positive_int, default=None)

@@ -6,6 +6,7 @@ import datetime as dt
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from cluster.config import DEFAULT_DEVICE
 from cluster.dashboard import security
 from cluster.dashboard.auth import current_user, login_required
 from cluster.dashboard.clients import clients
@@ -128,7 +129,7 @@ def start_job():
             current_user(),
             dataset=form.get("dataset", ""),
             model=form.get("model", ""),
-            device=form.get("device") or "CPU",
+            device=form.get("device") or DEFAULT_DEVICE,
             frames=form.get("frames") or None,
             threshold=threshold,
             sizing=ChunkSizing.from_settings(c.settings),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cluster.client import ApiClient, ApiError, save_token, saved_token
-from cluster.config import Settings, cluster_file, prelabel_home, read_cluster_file
+from cluster.config import DEFAULT_DEVICE, Settings, cluster_file, prelabel_home, read_cluster_file
 from cluster.errors import Conflict, ServiceUnavailable, Unauthorized
 
 DEMO_USER = "demo"
@@ -116,7 +116,7 @@ def run_demo(data_dir: str | None, out_dir: Path, port: int | None = None, *, wa
     dataset = client.get(f"/api/datasets/{dataset['id']}")
     print(f"dataset {DATASET}: {dataset['frame_count']} frames ({len(rejected)} rejected)", flush=True)
 
-    job = client.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"], "device": "CPU"})
+    job = client.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"], "device": DEFAULT_DEVICE})
     print(f"job {job['id']}: {job['frames_total']} frames in {job['chunk_count']} chunks", flush=True)
     final = wait(lambda: client.get(f"/api/jobs/{job['id']}"), interval=0.5, stream=sys.stdout)
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
+from cluster.config import DEFAULT_DEVICE
 from cluster.errors import InvalidInput, ModelError
 from cluster.models.devices import require_device
 from cluster.models.reading import describe_openvino_error
@@ -45,7 +46,7 @@ class InferenceEngine:
     def __init__(
         self,
         model: ov.Model,
-        device: str = "CPU",
+        device: str = DEFAULT_DEVICE,
         cache_dir: Path | None = None,
         *,
         core: ov.Core | None = None,

@@ -10,6 +10,7 @@ from dramatiq.broker import Broker
 
 from cluster.broker.actors import send_chunk
 from cluster.broker.queues import normalize_device, queue_for
+from cluster.config import DEFAULT_DEVICE
 from cluster.errors import InvalidInput
 from cluster.jobs.plan import ChunkSizing, adaptive_chunk_size, parse_frames, plan_chunks
 from cluster.jobs.states import ChunkState, JobState
@@ -25,7 +26,7 @@ def submit_job(
     *,
     dataset: str,
     model: str,
-    device: str = "CPU",
+    device: str = DEFAULT_DEVICE,
     frames: str | None = None,
     threshold: float | None = None,
     chunk_size: int | None = None,

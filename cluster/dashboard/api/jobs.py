@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
+from cluster.config import DEFAULT_DEVICE
 from cluster.dashboard.api.inputs import MAX_INDEX, int_arg, json_object, string_field
 from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
@@ -34,7 +35,7 @@ def create_job():
         api_user(),
         dataset=string_field(body, "dataset"),
         model=string_field(body, "model"),
-        device=string_field(body, "device", required=False) or "CPU",
+        device=string_field(body, "device", required=False) or DEFAULT_DEVICE,
         frames=frames,
         threshold=threshold,
         chunk_size=chunk_size,
