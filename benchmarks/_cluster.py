@@ -151,7 +151,7 @@ class BenchCluster:
 
     def upload_direct(self, name: str, frames: list[Any]) -> dict[str, Any]:
         """A large dataset without the API: each distinct content written to S3 once (the key layout
-        and frame records of ``datasets.service.add_upload``), then one frame record per frame."""
+        and frame records of ``cluster.services.datasets.add_upload``), then one frame record per frame."""
         import hashlib
 
         from cluster.objectstore import Keys

@@ -3,6 +3,7 @@ moment, then watches them (its job list, each job, the jobs page) until all are 
 
 Used by ``benchmarks/load.py`` (numbers) and ``tests/test_load.py`` (no job starves, no 5xx).
 Latencies are recorded per endpoint; a job's time is from its submission to its final state.
+Requests go through the SDK (:class:`cluster.client.ApiClient`), one client per user.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
+from cluster.client import ApiClient, ApiError
+from cluster.config import Settings
 
 FINAL = ("completed", "failed", "cancelled")
 
@@ -64,41 +66,48 @@ def run_load(base_url: str, users: list[LoadUser], jobs_per_user: int, *, timeou
     barrier = threading.Barrier(len(users))
     deadline = time.monotonic() + timeout_s
 
-    def call(session: requests.Session, method: str, endpoint: str, path: str, **kw: Any) -> requests.Response:
+    def call(client: ApiClient, method: str, endpoint: str, path: str, **kw: Any) -> tuple[int, Any]:
+        """(status, JSON body or None) of one request, timed; a 5xx is recorded as an error."""
         t = time.perf_counter()
-        response = session.request(method, base_url + path, timeout=60, **kw)
+        try:
+            response = client.request(method, path, **kw)
+        except ApiError as exc:
+            result.record(endpoint, time.perf_counter() - t, exc.status)
+            if exc.status >= 500:
+                with result.lock:
+                    result.errors.append(f"{method} {path}: {exc.status} {exc.message[:200]}")
+            return exc.status, exc.message
         result.record(endpoint, time.perf_counter() - t, response.status_code)
-        if response.status_code >= 500:
-            with result.lock:
-                result.errors.append(f"{method} {path}: {response.status_code} {response.text[:200]}")
-        return response
+        is_json = response.headers.get("Content-Type", "").startswith("application/json")
+        return response.status_code, response.json() if is_json else None
+
+    settings = Settings(api_url=base_url)
 
     def user_loop(user: LoadUser) -> None:
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {user.token}"
+        client = ApiClient(settings, token=user.token, timeout=60)
         body = job_body(user) if job_body else {"dataset": user.dataset, "model": user.model}
         barrier.wait()
         mine = []
         for _ in range(jobs_per_user):
             submitted = time.time()
-            response = call(session, "POST", "POST /api/jobs", "/api/jobs", json=body)
-            if response.status_code != 201 and response.status_code != 200:
+            status, answer = call(client, "POST", "POST /api/jobs", "/api/jobs", json=body)
+            if status != 201 and status != 200:
                 with result.lock:
-                    result.errors.append(f"submit by {user.name}: {response.status_code} {response.text[:200]}")
+                    result.errors.append(f"submit by {user.name}: {status} {str(answer)[:200]}")
                 continue
-            job_id = response.json()["id"]
+            job_id = answer["id"]
             mine.append(job_id)
             with result.lock:
                 result.jobs[job_id] = {"user": user.name, "submitted": submitted}
         pending = set(mine)
         while pending and time.monotonic() < deadline:
-            call(session, "GET", "GET /api/jobs", "/api/jobs")
-            call(session, "GET", "GET / (jobs page)", "/")
+            call(client, "GET", "GET /api/jobs", "/api/jobs")
+            call(client, "GET", "GET / (jobs page)", "/")
             for job_id in list(pending):
-                response = call(session, "GET", "GET /api/jobs/<id>", f"/api/jobs/{job_id}")
-                if response.status_code == 200 and response.json()["state"] in FINAL:
+                status, answer = call(client, "GET", "GET /api/jobs/<id>", f"/api/jobs/{job_id}")
+                if status == 200 and answer["state"] in FINAL:
                     with result.lock:
-                        result.jobs[job_id].update(finished=time.time(), state=response.json()["state"])
+                        result.jobs[job_id].update(finished=time.time(), state=answer["state"])
                     pending.discard(job_id)
             time.sleep(poll_s)
         if pending:
