@@ -15,6 +15,7 @@ from cluster_fixtures import FlaskApi, kill_group, noise_dataset, register, star
 
 from cluster.broker.setup import NAMESPACE
 from cluster.dashboard import create_app
+from cluster.errors import ServiceUnavailable
 from cluster.jobs.states import ChunkState
 from cluster.objectstore import Keys, open_object_store
 from cluster.store import Store
@@ -89,3 +90,64 @@ def test_a_worker_told_to_stop_finishes_its_chunks_in_flight_and_hands_back_the_
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
                 kill_group(proc, signal.SIGTERM)
+
+
+# -- the keeper thread, alone ----------------------------------------------------------------------
+
+class _Calls:
+    """Stands for the store's workers, the broker and the reconciler: records each call, or raises
+    what the store raises when Redis is out of reach."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str):
+        def call(*args, **kwargs) -> None:
+            self.calls.append(name)
+            if self.fail:
+                raise ServiceUnavailable("Redis is down")
+        return call
+
+
+def _keeper(fail: bool = False):
+    from types import SimpleNamespace
+
+    from cluster.workers.health import Heartbeat
+    from cluster.workers.keeper import Keeper
+
+    clock = [0.0]
+    heartbeat = Heartbeat(stale_after_s=10.0, clock=lambda: clock[0])
+    calls = _Calls(fail)
+    keeper = Keeper(store=SimpleNamespace(workers=calls), broker=calls, reconciler=calls, heartbeat=heartbeat,
+                    worker_id="w1", device="CPU", info={}, queues=["annotate.CPU"], period_s=0.05)
+    return keeper, calls, heartbeat, clock
+
+
+def test_a_keepers_pass_beats_requeues_and_reconciles_and_records_liveness_only_once_redis_answered():
+    keeper, calls, heartbeat, clock = _keeper()
+    clock[0] = 5.0
+    keeper.keep()
+    assert calls.calls == ["beat", "maintain", "maybe_run"] and heartbeat.age() == 0.0
+
+    keeper, calls, heartbeat, clock = _keeper(fail=True)
+    clock[0] = 5.0
+    keeper.keep()  # logged, not raised: the next pass tries again
+    assert calls.calls == ["beat"] and heartbeat.age() == 5.0
+
+
+def test_a_keeper_told_to_stop_ends_its_loop_and_leaves():
+    keeper, calls, _, _ = _keeper()
+    keeper.start()
+    deadline = time.monotonic() + 10
+    while "maintain" not in calls.calls:
+        assert time.monotonic() < deadline, "the keeper never ran a pass"
+        time.sleep(0.01)
+    keeper.stop()
+    keeper.join(10)
+    assert not keeper.is_alive()
+    keeper.leave()
+    assert calls.calls[-1] == "leave"
+    keeper, calls, _, _ = _keeper(fail=True)
+    keeper.leave()  # Redis down: logged, the entry expires with the heartbeat timeout
+    assert calls.calls == ["leave"]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import dramatiq
 from dramatiq.broker import Broker
+from dramatiq.middleware import CurrentMessage
 
 from cluster.broker.queues import queue_for
 from cluster.config import DEFAULT_DEVICE
@@ -44,3 +45,20 @@ def send_chunk(broker: Broker, device: str, job_id: str, chunk: int, start: int,
     actor = broker.get_actor(ANNOTATE) if ANNOTATE in broker.actors else declare_annotate(broker)
     message = actor.message(job_id, chunk, start, stop, step)
     broker.enqueue(message.copy(queue_name=queue_for(device)))
+
+
+# -- the message being run, as the actor sees it (Dramatiq's CurrentMessage middleware) --------------
+
+def delivery_retries() -> int:
+    """How many times the message being run was retried before this attempt (0 outside an actor)."""
+    message = CurrentMessage.get_current_message()
+    return message.options.get("retries", 0) if message is not None else 0
+
+
+def is_last_attempt(max_retries: int) -> bool:
+    """Whether the Retries middleware will give up on the message being run if this attempt fails:
+    its own ``max_retries`` option, or the broker's (``max_retries``). True outside an actor."""
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return True
+    return message.options.get("retries", 0) >= message.options.get("max_retries", max_retries)
