@@ -62,6 +62,10 @@ class Settings:
     # it is sent again (a message in transit between Dramatiq's keys is not lost).
     reconcile_period_s: float = 10.0
     reconcile_grace_s: float = 30.0
+    # A job's status warns "chunks are failing and will be retried" for this long after a chunk's
+    # failure (unless the job progressed since); longer than the retries' backoff (broker.setup),
+    # so the warning stays up through an outage.
+    failing_warn_s: float = 120.0
     cache_dir: Path = field(default_factory=lambda: prelabel_home() / "cache")
     secret_key: str = "prelabel-dev-secret"
     metrics_port: int = 0  # 0: workers pick a free port and publish it in Redis
@@ -129,6 +133,7 @@ class Settings:
         "poison_deaths": "PRELABEL_POISON_DEATHS",
         "reconcile_period_s": "PRELABEL_RECONCILE_PERIOD",
         "reconcile_grace_s": "PRELABEL_RECONCILE_GRACE",
+        "failing_warn_s": "PRELABEL_FAILING_WARN",
         "cache_dir": "PRELABEL_CACHE_DIR",
         "secret_key": "PRELABEL_SECRET_KEY",
         "metrics_port": "PRELABEL_METRICS_PORT",

@@ -41,3 +41,10 @@ def test_an_admin_can_add_modules_to_the_untrusted_allowlist():
         assert shapes[0]["attributes"] == {"hue": 0.5}
     finally:
         widened.close()
+
+
+def test_the_tunables_that_lived_in_modules_are_settings_with_their_old_defaults():
+    s = Settings.from_env({"PRELABEL_HOME": "/nonexistent"})
+    assert s.failing_warn_s == 120.0
+    s = Settings.from_env({"PRELABEL_HOME": "/nonexistent", "PRELABEL_FAILING_WARN": "30"})
+    assert s.failing_warn_s == 30.0

@@ -239,3 +239,14 @@ def test_the_chunk_transitions_redis_allows_are_the_table(store):
                 moves.add((cur.value, after.value))
             assert ok or after in (cur, ChunkState.PARKED), f"{name} from {cur.value}: refused but moved"
     assert moves == _pairs(CHUNK_TRANSITIONS)
+
+
+def test_a_chunk_failure_warns_in_the_status_for_the_configured_time(store):
+    from cluster.services.jobs import job_status
+
+    user, ds, model = _fixture_records(store)
+    job_id = _one_chunk_job(store, user, ds, model)
+    store.jobs.note_failure(job_id, "cannot read s3://frames")
+    job = store.jobs.get_unchecked(job_id)
+    assert "cannot read s3://frames" in job_status(store, job, failing_warn_s=3600)["warning"]
+    assert "failing" not in (job_status(store, job, failing_warn_s=0)["warning"] or "")

@@ -98,7 +98,7 @@ def logout():
 def _jobs_page(form: dict | None = None, form_error: str | None = None, status: int = 200):
     c = clients()
     user = current_user()
-    rows = [job_status(c.store, j) for j in c.store.jobs.list(user)]
+    rows = [job_status(c.store, j, failing_warn_s=c.settings.failing_warn_s) for j in c.store.jobs.list(user)]
     return render_template(
         "jobs.html",
         user=user,
@@ -152,7 +152,7 @@ def job(job_id: str):
     return render_template(
         "job.html",
         user=user,
-        job=job_status(c.store, record),
+        job=job_status(c.store, record, failing_warn_s=c.settings.failing_warn_s),
         failed=c.store.jobs.failed_frames(record["id"], 0, FAILED_PAGE - 1),
         page={"labels": labels, "failed_page": FAILED_PAGE},
     )

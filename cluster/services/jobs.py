@@ -10,7 +10,7 @@ from dramatiq.broker import Broker
 
 from cluster.broker.actors import send_chunk
 from cluster.broker.queues import normalize_device, queue_for
-from cluster.config import DEFAULT_DEVICE
+from cluster.config import DEFAULT_DEVICE, Settings
 from cluster.errors import InvalidInput
 from cluster.jobs.plan import ChunkSizing, adaptive_chunk_size, parse_frames, plan_chunks
 from cluster.jobs.states import ChunkState, JobState
@@ -79,7 +79,8 @@ def send_chunks(store: Store, broker: Broker, job: dict[str, Any], chunks: list[
         send_chunk(broker, job["device"], job["id"], index, c_start, c_stop, step)
 
 
-def resume_job(store: Store, broker: Broker, user: User, job_id: str) -> dict[str, Any]:
+def resume_job(store: Store, broker: Broker, user: User, job_id: str, *,
+               failing_warn_s: float = Settings.failing_warn_s) -> dict[str, Any]:
     """By hand what the reconciler does: unpark parked chunks, reopen a cancelled job, and send
     every pending or running chunk that has no message (no grace period: the user asked)."""
     from cluster.reconcile import job_queues, messages_present, unsent_chunks
@@ -91,10 +92,12 @@ def resume_job(store: Store, broker: Broker, user: User, job_id: str) -> dict[st
     present = messages_present(store.redis, broker.namespace, job_queues(broker, {job["device"]}))
     chunks = unsent_chunks(store, job, present)
     send_chunks(store, broker, job, chunks)
-    return job_status(store, store.jobs.get_unchecked(job["id"])) | {"resent_chunks": chunks}
+    return job_status(store, store.jobs.get_unchecked(job["id"]), failing_warn_s=failing_warn_s) | {
+        "resent_chunks": chunks}
 
 
-def retry_failed_job(store: Store, broker: Broker, user: User, job_id: str) -> dict[str, Any]:
+def retry_failed_job(store: Store, broker: Broker, user: User, job_id: str, *,
+                     failing_warn_s: float = Settings.failing_warn_s) -> dict[str, Any]:
     """Run the failed frames again: every finished chunk holding one goes back to pending, its
     counters and failures taken back in the same step, and is sent again."""
     job = store.jobs.get(user, job_id)
@@ -104,15 +107,12 @@ def retry_failed_job(store: Store, broker: Broker, user: User, job_id: str) -> d
     chunks = store.jobs.retry_failed(job["id"], start, span, step, stop)
     job = store.jobs.get_unchecked(job["id"])
     send_chunks(store, broker, job, chunks)
-    return job_status(store, job) | {"resent_chunks": chunks}
+    return job_status(store, job, failing_warn_s=failing_warn_s) | {"resent_chunks": chunks}
 
 
-#: A chunk failure noted this recently (and after the job's last progress) makes the status warn.
-FAILING_WARN_S = 120.0
-
-
-def job_status(store: Store, job: dict[str, Any]) -> dict[str, Any]:
-    """A job's record with the figures people ask for: progress, speed, ETA, and why it waits."""
+def job_status(store: Store, job: dict[str, Any], *, failing_warn_s: float = Settings.failing_warn_s) -> dict[str, Any]:
+    """A job's record with the figures people ask for: progress, speed, ETA, and why it waits
+    (a chunk failure noted less than ``failing_warn_s`` ago, after the job's last progress, too)."""
     status = dict(job)
     processed = int(job["frames_done"]) + int(job["frames_failed"])
     total = int(job["frames_total"])
@@ -140,7 +140,7 @@ def job_status(store: Store, job: dict[str, Any]) -> dict[str, Any]:
             f"is started with: prelabel worker --device {job['device']}"
         )
     retrying = job.get("retrying")
-    if unfinished and retrying and time.time() - retrying["at"] < FAILING_WARN_S \
+    if unfinished and retrying and time.time() - retrying["at"] < failing_warn_s \
             and retrying["at"] >= (job.get("progress_at") or 0):
         warnings.append(f"chunks are failing and will be retried (since {time.time() - retrying['at']:.0f}s "
                         f"ago): {retrying['reason']}")

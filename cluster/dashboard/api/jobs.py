@@ -17,7 +17,8 @@ bp = Blueprint("jobs", __name__)
 @bp.get("/jobs")
 def list_jobs():
     c = clients()
-    return jsonify([job_status(c.store, j) for j in c.store.jobs.list(api_user())])
+    return jsonify([job_status(c.store, j, failing_warn_s=c.settings.failing_warn_s)
+                    for j in c.store.jobs.list(api_user())])
 
 
 @bp.post("/jobs")
@@ -41,13 +42,13 @@ def create_job():
         chunk_size=chunk_size,
         sizing=ChunkSizing.from_settings(c.settings),
     )
-    return jsonify(job_status(c.store, job)), 201
+    return jsonify(job_status(c.store, job, failing_warn_s=c.settings.failing_warn_s)), 201
 
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str):
     c = clients()
-    return jsonify(job_status(c.store, c.store.jobs.get(api_user(), job_id)))
+    return jsonify(job_status(c.store, c.store.jobs.get(api_user(), job_id), failing_warn_s=c.settings.failing_warn_s))
 
 
 @bp.get("/jobs/<job_id>/failed")
@@ -63,7 +64,7 @@ def failed_frames(job_id: str):
 def cancel_job(job_id: str):
     c = clients()
     job = c.store.jobs.cancel(api_user(), job_id)
-    return jsonify(job_status(c.store, job))
+    return jsonify(job_status(c.store, job, failing_warn_s=c.settings.failing_warn_s))
 
 
 @bp.get("/jobs/<job_id>/export")
@@ -92,7 +93,7 @@ def resume_job_route(job_id: str):
     from cluster.services.jobs import resume_job
 
     c = clients()
-    return jsonify(resume_job(c.store, c.broker, api_user(), job_id))
+    return jsonify(resume_job(c.store, c.broker, api_user(), job_id, failing_warn_s=c.settings.failing_warn_s))
 
 
 @bp.post("/jobs/<job_id>/retry-failed")
@@ -100,4 +101,5 @@ def retry_failed_route(job_id: str):
     from cluster.services.jobs import retry_failed_job
 
     c = clients()
-    return jsonify(retry_failed_job(c.store, c.broker, api_user(), job_id))
+    return jsonify(retry_failed_job(c.store, c.broker, api_user(), job_id,
+                                    failing_warn_s=c.settings.failing_warn_s))
