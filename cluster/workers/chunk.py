@@ -210,7 +210,8 @@ class ChunkProcessor:
             ov_model = read_model(self.core, directory / "model.xml", directory / "model.bin")
             prep = Preprocessing.from_dict(model["preprocessing"])
             ov_model = apply_preprocessing(ov_model, prep, resize=not FrameDecoder.for_preprocessing(prep).resizes)
-            engine = InferenceEngine(ov_model, self.device, cache_dir=Path(self.settings.cache_dir) / "ov", core=self.core)
+            engine = InferenceEngine(ov_model, self.device, cache_dir=Path(self.settings.cache_dir) / "ov",
+                                     core=self.core)
             engine.warm_up(prep.width or 64, prep.height or 64)
             return engine
 
@@ -258,7 +259,8 @@ class ChunkProcessor:
         source = self._script_source(model)
         self._timed("read", t)
         context = {"threshold": job["settings"].get("threshold", DEFAULT_THRESHOLD)}
-        warm = WarmUp.like(engine.sample_outputs, include_sample=True, context=context) if engine.sample_outputs else None
+        warm = (WarmUp.like(engine.sample_outputs, include_sample=True, context=context)
+                if engine.sample_outputs else None)
         runner = self.scripts.get(source, labels=model["labels"], trusted=bool(model.get("trusted")), warm_up=warm)
         outcomes = [FrameOutcome(f["frame"], f["name"], f["width"], f["height"]) for f in frames]
 
