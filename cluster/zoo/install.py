@@ -26,7 +26,7 @@ def add_zoo_model(client: ApiClient, settings: Settings, name: str, model_name: 
     entry = get_entry(resolve_name(name))
     cache_dir = Path(settings.cache_dir) / "zoo"
     with tempfile.TemporaryDirectory(prefix="prelabel-zoo-") as tmp:
-        artifacts = entry.build(Path(tmp), cache_dir)
+        artifacts = entry.build(Path(tmp), cache_dir, pip_timeout_s=settings.pip_timeout_s)
         files = {
             "model": ("model.xml", artifacts.model_xml.read_bytes()),
             "weights": ("model.bin", artifacts.model_bin.read_bytes()),

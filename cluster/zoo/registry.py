@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from cluster.config import Settings
 from cluster.errors import NotFound
 from cluster.jobs.thresholds import DEFAULT_THRESHOLD
 from cluster.models.preprocessing import Preprocessing
@@ -40,8 +41,9 @@ class ZooEntry(Protocol):
     name: str
     description: str
 
-    def build(self, workdir: Path, cache_dir: Path) -> ZooArtifacts:
-        """Write the model as IR under ``workdir``; downloads are cached under ``cache_dir``."""
+    def build(self, workdir: Path, cache_dir: Path, *, pip_timeout_s: float = Settings.pip_timeout_s) -> ZooArtifacts:
+        """Write the model as IR under ``workdir``; downloads (``pip_timeout_s`` each at most) are
+        cached under ``cache_dir``."""
         ...
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import openvino as ov
 
+from cluster.config import Settings
 from cluster.errors import ModelError
 from cluster.models.preprocessing import Preprocessing
 from cluster.models.reading import read_model, save_ir
@@ -30,13 +31,14 @@ def preprocessing() -> Preprocessing:
     return Preprocessing(width=256, height=256, layout="NHWC", color="RGB", mean=[0.0], scale=[255.0], resize="linear")
 
 
-def load_tflite(cache_dir: Path) -> Path:
-    return fetch_wheel_file(PACKAGE, VERSION, MEMBER, Path(cache_dir))
+def load_tflite(cache_dir: Path, pip_timeout_s: float = Settings.pip_timeout_s) -> Path:
+    return fetch_wheel_file(PACKAGE, VERSION, MEMBER, Path(cache_dir), timeout_s=pip_timeout_s)
 
 
-def read_selfie_model(cache_dir: Path, core: ov.Core | None = None) -> ov.Model:
+def read_selfie_model(cache_dir: Path, core: ov.Core | None = None, *,
+                      pip_timeout_s: float = Settings.pip_timeout_s) -> ov.Model:
     """The converted model as it comes from the ``.tflite`` file, output renamed."""
-    model = read_model(core or ov.Core(), load_tflite(cache_dir))
+    model = read_model(core or ov.Core(), load_tflite(cache_dir, pip_timeout_s))
     if len(model.outputs) != 1:
         raise ModelError(f"{MEMBER} has {len(model.outputs)} outputs, expected 1")
     model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
@@ -51,8 +53,8 @@ class SelfieSegmentation:
         "of the people in a frame"
     )
 
-    def build(self, workdir: Path, cache_dir: Path) -> ZooArtifacts:
-        model = read_selfie_model(cache_dir)
+    def build(self, workdir: Path, cache_dir: Path, *, pip_timeout_s: float = Settings.pip_timeout_s) -> ZooArtifacts:
+        model = read_selfie_model(cache_dir, pip_timeout_s=pip_timeout_s)
         xml_path, bin_path = save_ir(model, Path(workdir))
         return ZooArtifacts(
             model_xml=xml_path,

