@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -194,9 +195,10 @@ class LocalCluster:
             pass
 
 
-def _alive(pid: object) -> bool:
+def _alive(pid: Any) -> bool:
+    """``pid`` is whatever a cluster file held: not a number means no process."""
     try:
-        os.kill(int(pid), 0)  # type: ignore[arg-type]
+        os.kill(int(pid), 0)
     except (TypeError, ValueError, ProcessLookupError):
         return False
     except PermissionError:

@@ -68,7 +68,7 @@ class ValkeyProcess:
 
     def client(self, **kwargs: object) -> redis.Redis:
         """A redis-py client on db 0 (the caller closes it)."""
-        return redis.Redis.from_url(self.url, **kwargs)  # type: ignore[arg-type]
+        return redis.Redis.from_url(self.url, **kwargs)
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
         """SIGTERM (Valkey flushes the AOF and exits), SIGKILL after ``grace_s``."""

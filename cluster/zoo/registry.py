@@ -38,8 +38,11 @@ class ZooArtifacts:
 
 @runtime_checkable
 class ZooEntry(Protocol):
-    name: str
-    description: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
 
     def build(self, workdir: Path, cache_dir: Path, *, pip_timeout_s: float = Settings.pip_timeout_s) -> ZooArtifacts:
         """Write the model as IR under ``workdir``; downloads (``pip_timeout_s`` each at most) are
