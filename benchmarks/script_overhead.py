@@ -36,8 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cluster.scripts import FrameInput, ScriptLimits, ScriptRunner  # noqa: E402
 from cluster.scripts.child import Frame  # noqa: E402
-from cluster.scripts.pool import FrameInput, ScriptRunner  # noqa: E402
 from cluster.scripts.validate import label_resolver, validate_shapes  # noqa: E402
 from cluster.scripts.warmup import WarmUp  # noqa: E402
 
@@ -135,7 +135,8 @@ def rounds(fns: dict[str, callable], rounds_n: int) -> dict[str, tuple[float, fl
 def steady(source: str, outputs: list[dict[str, np.ndarray]], w: int, h: int, rounds_n: int) -> dict[str, tuple[float, float]]:
     plain, checked = InProcess(source, False), InProcess(source, True)
     frames = [FrameInput(i, w, h, out) for i, out in enumerate(outputs)]
-    runners = {1: ScriptRunner(source, LABELS, timeout=30), 16: ScriptRunner(source, LABELS, timeout=30)}
+    limits = ScriptLimits(timeout=30)
+    runners = {1: ScriptRunner(source, LABELS, limits=limits), 16: ScriptRunner(source, LABELS, limits=limits)}
     try:
         for r in runners.values():
             r.start()
@@ -187,7 +188,7 @@ def first_frames(source: str, outputs: list[dict[str, np.ndarray]], w: int, h: i
     frames = [FrameInput(i, w, h, out) for i, out in enumerate(outputs[:31])]
     warm_up = WarmUp.like(outputs[0], width=w, height=h, context=CONTEXT) if warm else None
     for _ in range(fresh):
-        with ScriptRunner(source, LABELS, timeout=30, warm_up=warm_up) as r:
+        with ScriptRunner(source, LABELS, limits=ScriptLimits(timeout=30), warm_up=warm_up) as r:
             t = time.perf_counter()
             r.start()
             ready.append(time.perf_counter() - t)
@@ -201,7 +202,7 @@ def first_frames(source: str, outputs: list[dict[str, np.ndarray]], w: int, h: i
             firsts.append(per[0])
             medians.append(med)
             ratios.append(per[0] / med)
-        with ScriptRunner(source, LABELS, timeout=30) as r:
+        with ScriptRunner(source, LABELS, limits=ScriptLimits(timeout=30)) as r:
             t = time.perf_counter()
             r.run(frames[:1], CONTEXT)
             cold.append(time.perf_counter() - t)

@@ -219,7 +219,7 @@ def pipeline(model: BenchModel, frames: list[JpegFrame], decode_threads: int) ->
 def component_costs(model: BenchModel, frames: list[JpegFrame], sample: int = 40) -> dict[str, float]:
     """Per-frame milliseconds of each step alone, in this process: decode, one synchronous infer,
     the script in process, the script through the worker's runtime (child process) per frame."""
-    from cluster.scripts.pool import FrameInput, ScriptRunner
+    from cluster.scripts import FrameInput, ScriptLimits, ScriptRunner
 
     decode_rgb = worker_decode(model)
     frames = frames[:sample]
@@ -238,7 +238,7 @@ def component_costs(model: BenchModel, frames: list[JpegFrame], sample: int = 40
     script_ms = (time.perf_counter() - t) / len(frames) * 1000
     inputs = [FrameInput(id=i, name=f.name, width=f.width, height=f.height, outputs=o)
               for i, (f, o) in enumerate(zip(frames, outputs))]
-    with ScriptRunner(model.script_source, model.labels, timeout=60) as runner:
+    with ScriptRunner(model.script_source, model.labels, limits=ScriptLimits(timeout=60)) as runner:
         runner.run(inputs[:2], {"threshold": model.threshold})
         t = time.perf_counter()
         for k in range(0, len(inputs), 16):
@@ -418,7 +418,7 @@ CHUNK_STEPS = [  # (category, a frame that marks it), the first match from the t
     ("fetch+decode wait", "result (concurrent/futures"),
     ("infer", "infer_many"),
     ("script", "ScriptRunner.run"),
-    ("script", "run (cluster/scripts/pool.py"),
+    ("script", "run (cluster/scripts/runner.py"),
     ("result write", "put_msgpack"),
     ("bookkeeping: finish chunk", "finish_chunk"),
     ("bookkeeping: claim chunk", "claim_chunk"),
@@ -460,7 +460,7 @@ def breakdown(raw: Path, frames: int) -> dict[str, Any]:
         if thread.startswith("script_"):  # the worker's thread that hands batches to the script process
             if "validate_shapes" in stack:
                 key = "host validation of shapes"
-            elif "ScriptRunner.run" in stack or "run (cluster/scripts/pool.py" in stack:
+            elif "ScriptRunner.run" in stack or "run (cluster/scripts/runner.py" in stack:
                 key = "round trip to the script process"
             else:
                 key = "idle"

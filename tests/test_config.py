@@ -3,7 +3,7 @@ import pytest
 
 from cluster.config import Settings
 from cluster.errors import ConfigError, ScriptError
-from cluster.scripts.pool import FrameInput, ScriptPool
+from cluster.scripts import FrameInput, ScriptPool
 
 COLORSYS = '''
 import colorsys

@@ -47,8 +47,7 @@ import psutil
 import pytest
 
 from cluster.errors import ScriptError
-from cluster.scripts import child
-from cluster.scripts.pool import FrameInput, ScriptPool, ScriptRunner
+from cluster.scripts import FrameInput, ScriptLimits, ScriptPool, ScriptRunner, child
 from cluster.scripts.sandbox import SandboxPolicy, describe_death, landlock, seccomp
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "sandbox"
@@ -152,7 +151,7 @@ def harness_main() -> None:
     policy = SandboxPolicy(**(req.get("policy") or {}))
     source = req["source"]
     outputs = outputs_for(source)
-    with ScriptPool(timeout=req["timeout"], sandbox=policy) as pool:
+    with ScriptPool(ScriptLimits(timeout=req["timeout"], sandbox=policy)) as pool:
         benign = pool.get(SOFTMAX, LABELS, prestart=False)
         out["benign_before"] = wire(benign.run([FrameInput(1, 10, 10, {"logits": LOGITS})])[0])
         sibling = benign.pids[0]
@@ -171,7 +170,7 @@ def harness_main() -> None:
                 (r,) = runner.run([FrameInput(fid, 100, 100, outputs)], ctx)
                 out["results"].append({**wire(r), "s": round(time.perf_counter() - t, 3)})
             out["status"] = runner.sandbox_status
-            out["stats"] = runner.stats
+            out["stats"] = runner.stats.as_dict()
         out["children"] = sorted(p.pid for p in psutil.Process().children(recursive=True))
         out["pool_pids"] = sorted(set(benign.pids) | set(runner.pids if runner else []))
         out["sibling_kept"] = sibling in benign.pids
@@ -256,7 +255,7 @@ def canary_state(d: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def other_worker() -> Iterator[ScriptRunner]:
     """Another worker's pool (in pytest) running a benign script during every hostile run."""
-    with ScriptPool(timeout=10) as pool:
+    with ScriptPool(ScriptLimits(timeout=10)) as pool:
         runner = pool.get(SOFTMAX, LABELS, prestart=False)
         runner.start()
         yield runner
@@ -851,10 +850,10 @@ def test_landlock_required_but_missing_fails_the_load_instead_of_running_unconfi
         import sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
         import test_sandbox as t
-        from cluster.scripts.pool import FrameInput, ScriptRunner
+        from cluster.scripts import FrameInput, ScriptLimits, ScriptRunner
         from cluster.scripts.sandbox import SandboxPolicy
         t._fake_runtime_profile("runtime-default-no-landlock")
-        with ScriptRunner(t.SOFTMAX, t.LABELS, sandbox=SandboxPolicy(landlock="require")) as r:
+        with ScriptRunner(t.SOFTMAX, t.LABELS, limits=ScriptLimits(sandbox=SandboxPolicy(landlock="require"))) as r:
             (err,) = r.run([FrameInput(1, 10, 10, {{"logits": t.LOGITS}})])
         print(err.message)
         """)
@@ -877,16 +876,16 @@ def test_a_small_memory_limit_fails_big_allocations_with_a_clear_error():
             a = np.ones(frame.id * 1024 * 1024, dtype=np.uint8)
             return [{"type": "tag", "label": 1, "points": [], "attributes": {"n": int(a.sum())}}]
         ''')
-    with ScriptRunner(src, LABELS, sandbox=SandboxPolicy(memory_mb=100), max_message=1 << 20) as r:
+    with ScriptRunner(src, LABELS, limits=ScriptLimits(sandbox=SandboxPolicy(memory_mb=100), max_message=1 << 20)) as r:
         small, big = r.run([FrameInput(16, 10, 10, {}), FrameInput(400, 10, 10, {})])
         assert small[0]["attributes"] == {"n": 16 * 1024 * 1024}
         assert big.message.startswith("memory limit exceeded (100 MiB): ") and "Unable to allocate 400" in big.message
-        assert r.stats["spawns"] == 1  # a MemoryError is the script's own error: the process goes on
+        assert r.stats.spawns == 1  # a MemoryError is the script's own error: the process goes on
 
 
 def test_a_cpu_hog_dies_at_its_cpu_limit_with_a_clear_error():
     src = "def interpret(o, f, l, c):\n    while True:\n        pass\n"
-    with ScriptRunner(src, LABELS, timeout=30, sandbox=SandboxPolicy(cpu_seconds=1)) as r:
+    with ScriptRunner(src, LABELS, limits=ScriptLimits(timeout=30, sandbox=SandboxPolicy(cpu_seconds=1))) as r:
         t = time.monotonic()
         (err,) = r.run([FrameInput(1, 10, 10, {})])
     assert err.message == "the script process was killed for exceeding its CPU time limit (SIGXCPU)"
@@ -902,11 +901,11 @@ def test_a_process_that_used_half_its_cpu_budget_is_replaced_between_calls():
                 pass
             return [{"type": "tag", "label": 1, "points": []}]
         ''')
-    with ScriptRunner(src, LABELS, timeout=20, sandbox=SandboxPolicy(cpu_seconds=3)) as r:
+    with ScriptRunner(src, LABELS, limits=ScriptLimits(timeout=20, sandbox=SandboxPolicy(cpu_seconds=3))) as r:
         assert isinstance(r.run([FrameInput(1, 10, 10, {})])[0], list)
         (first,) = r.pids
         assert isinstance(r.run([FrameInput(2, 10, 10, {})])[0], list)
-        assert r.pids != [first] and r.stats["recycled"] == 1 and not r.stats.get("crashes")
+        assert r.pids != [first] and r.stats.recycled == 1 and not r.stats.crashes
 
 
 def test_trusted_scripts_get_the_limits_but_no_seccomp():

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from cluster.scripts import rle, warmup
-from cluster.scripts.pool import FrameInput, ScriptPool, ScriptRunner
+from cluster.scripts.limits import ScriptLimits
+from cluster.scripts.pool import ScriptPool
+from cluster.scripts.runner import FrameInput, ScriptRunner
 from cluster.scripts.warmup import WarmUp, synthetic_like
 
 LABELS = {"1": "person"}
@@ -29,7 +31,7 @@ def frame(i: int = 7) -> FrameInput:
 
 def test_the_script_sees_the_warm_up_frames_before_the_first_real_one_and_the_caller_never_does() -> None:
     warm = WarmUp.like(frame().outputs, include_sample=True, width=64, height=48)
-    with ScriptRunner(COUNTING, LABELS, timeout=10, warm_up=warm) as r:
+    with ScriptRunner(COUNTING, LABELS, limits=ScriptLimits(timeout=10), warm_up=warm) as r:
         r.start()
         (shapes,) = r.run([frame(7)])
         seen = [int(v) for v in shapes[0]["attributes"]["seen"].split(",")]
@@ -37,13 +39,13 @@ def test_the_script_sees_the_warm_up_frames_before_the_first_real_one_and_the_ca
         assert len(seen) == 1 + warmup.ROUNDS * 3  # the sample, a ramp and noise, each ROUNDS times
         assert all(v < 0 for v in seen[:-1])
         assert len(set(seen)) == len(seen)
-        assert r.stats["last_warm_up_s"] > 0
+        assert r.stats.last_warm_up_s > 0
         (again,) = r.run([frame(8)])  # the same process: no second warm-up
         assert again[0]["attributes"]["seen"].endswith(",7,8")
 
 
 def test_without_a_warm_up_the_first_real_frame_is_the_first_call() -> None:
-    with ScriptRunner(COUNTING, LABELS, timeout=10) as r:
+    with ScriptRunner(COUNTING, LABELS, limits=ScriptLimits(timeout=10)) as r:
         (shapes,) = r.run([frame(3)])
         assert shapes[0]["attributes"]["seen"] == "3"
 
@@ -55,11 +57,11 @@ def test_a_script_that_fails_on_made_up_outputs_is_still_warmed_and_real_frames_
                 raise ValueError("nonsense outputs")
             return [{"type": "tag", "label": 1}]
     """)
-    with ScriptRunner(src, LABELS, timeout=10, warm_up=WarmUp.like(frame().outputs)) as r:
+    with ScriptRunner(src, LABELS, limits=ScriptLimits(timeout=10), warm_up=WarmUp.like(frame().outputs)) as r:
         (shapes,) = r.run([frame()])
         assert [s["type"] for s in shapes] == ["tag"]
-        assert r.stats.get("warm_up_failures", 0) == 0
-        assert r.stats["spawns"] == 1
+        assert r.stats.warm_up_failures == 0
+        assert r.stats.spawns == 1
 
 
 def test_a_script_that_hangs_on_a_warm_up_frame_loses_its_warm_up_but_not_its_frames() -> None:
@@ -69,13 +71,13 @@ def test_a_script_that_hangs_on_a_warm_up_frame_loses_its_warm_up_but_not_its_fr
                 pass
             return [{"type": "tag", "label": 1}]
     """)
-    with ScriptRunner(src, LABELS, timeout=1.0, warm_up=WarmUp.like(frame().outputs)) as r:
+    with ScriptRunner(src, LABELS, limits=ScriptLimits(timeout=1.0), warm_up=WarmUp.like(frame().outputs)) as r:
         (shapes,) = r.run([frame()])
         assert shapes[0]["type"] == "tag"
-        assert r.stats["warm_up_failures"] == 1
-        assert r.stats["spawns"] == 2  # killed during the warm-up, started again without it
+        assert r.stats.warm_up_failures == 1
+        assert r.stats.spawns == 2  # killed during the warm-up, started again without it
         (shapes,) = r.run([frame()])
-        assert shapes[0]["type"] == "tag" and r.stats["spawns"] == 2
+        assert shapes[0]["type"] == "tag" and r.stats.spawns == 2
 
 
 def test_a_script_that_crashes_its_process_on_a_warm_up_frame_is_started_again_without_it() -> None:
@@ -87,14 +89,15 @@ def test_a_script_that_crashes_its_process_on_a_warm_up_frame_is_started_again_w
                 os._exit(9)
             return [{"type": "tag", "label": 1}]
     """)
-    with ScriptRunner(src, LABELS, timeout=10, trusted=True, warm_up=WarmUp.like(frame().outputs)) as r:
+    warm = WarmUp.like(frame().outputs)
+    with ScriptRunner(src, LABELS, trusted=True, limits=ScriptLimits(timeout=10), warm_up=warm) as r:
         (shapes,) = r.run([frame()])
         assert shapes[0]["type"] == "tag"
-        assert r.stats["warm_up_failures"] == 1 and r.stats["spawns"] == 2
+        assert r.stats.warm_up_failures == 1 and r.stats.spawns == 2
 
 
 def test_a_pool_warms_the_processes_of_a_script_with_the_first_warm_up_offered() -> None:
-    with ScriptPool(timeout=10) as pool:
+    with ScriptPool(ScriptLimits(timeout=10)) as pool:
         first = pool.get(COUNTING, LABELS, warm_up=WarmUp.like(frame().outputs), prestart=False)
         (shapes,) = first.run([frame(5)])
         assert len(shapes[0]["attributes"]["seen"].split(",")) == 1 + warmup.ROUNDS * 2
@@ -163,8 +166,8 @@ def test_a_worker_warms_a_new_script_process_on_its_models_outputs_before_the_jo
 
 def test_outputs_too_big_for_a_message_skip_the_warm_up_without_costing_a_process() -> None:
     big = {"prob": np.zeros((1, 1, 1024, 1024), np.float32)}  # 4 MiB, over half of a 4 MiB message cap
-    with ScriptRunner(COUNTING, LABELS, timeout=10, max_message=4 * 1024 * 1024,
+    with ScriptRunner(COUNTING, LABELS, limits=ScriptLimits(timeout=10, max_message=4 * 1024 * 1024),
                       warm_up=WarmUp.like(big)) as r:
         (shapes,) = r.run([frame(3)])
         assert shapes[0]["attributes"]["seen"] == "3"
-        assert r.stats["spawns"] == 1 and r.stats.get("warm_up_failures", 0) == 0
+        assert r.stats.spawns == 1 and r.stats.warm_up_failures == 0

@@ -25,7 +25,10 @@ from cluster.scripts.imports import (
     find_imports,
     parse,
 )
-from cluster.scripts.pool import FrameInput, ScriptPool, ScriptRunner, child_env
+from cluster.scripts.limits import ScriptLimits
+from cluster.scripts.pool import ScriptPool
+from cluster.scripts.process import child_env
+from cluster.scripts.runner import FrameInput, ScriptRunner
 from cluster.scripts.validate import validate_shapes
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "sandbox"
@@ -61,8 +64,8 @@ def blob_mask(h: int = 64, w: int = 80) -> np.ndarray:
 def runners():
     made: list[ScriptRunner] = []
 
-    def make(source: str, labels=LABELS, **kw) -> ScriptRunner:
-        r = ScriptRunner(source, labels, **kw)
+    def make(source: str, labels=LABELS, *, trusted: bool = False, **limits) -> ScriptRunner:
+        r = ScriptRunner(source, labels, trusted=trusted, limits=ScriptLimits(**limits))
         made.append(r)
         return r
 
@@ -658,7 +661,7 @@ def test_a_script_exception_is_reported_for_its_frame_with_the_line_and_the_proc
     assert err.details["line"] == 3 and err.details["frame"] == 2 and "Traceback" in err.details["traceback"]
     pid = r.pids
     assert isinstance(r.run([FrameInput(4, 10, 10, {})])[0], list) and r.pids == pid
-    assert r.stats["spawns"] == 1
+    assert r.stats.spawns == 1
 
 
 def test_a_failing_top_level_is_a_load_error_for_every_frame_without_respawning(runners):
@@ -668,7 +671,7 @@ def test_a_failing_top_level_is_a_load_error_for_every_frame_without_respawning(
         assert all(isinstance(e, ScriptError) for e in out)
         assert "NameError: name 'undefined_name' is not defined (script line 2)" in out[0].message
         assert out[0].details["line"] == 2 and out[1].details["frame"] == 2
-    assert r.stats["spawns"] == 1
+    assert r.stats.spawns == 1
     with pytest.raises(ScriptError, match="undefined_name"):
         r.start()
 
@@ -738,7 +741,7 @@ def test_a_script_calling_os_exit_is_a_clear_error_and_the_next_call_works(runne
     assert isinstance(out[0], list) and isinstance(out[2], list)  # frame 3 is retried on a fresh process
     assert out[1].message == "the script process exited with status 7" and out[1].details["kind"] == "crash"
     assert isinstance(r.run([FrameInput(4, 10, 10, {})])[0], list)
-    assert r.stats["crashes"] == 1 and r.stats["spawns"] == 2
+    assert r.stats.crashes == 1 and r.stats.spawns == 2
 
 
 def test_an_infinite_loop_times_out_is_killed_and_the_next_call_works(runners):
@@ -789,7 +792,7 @@ def test_a_stdout_flood_cannot_corrupt_the_protocol(runners):
     r = runners(src, trusted=True)
     out = r.run([FrameInput(1, 10, 10, {}), FrameInput(2, 10, 10, {})])
     assert out == [[{"type": "tag", "label": "1", "points": [], "score": None, "attributes": {}}]] * 2
-    assert r.stats["spawns"] == 1
+    assert r.stats.spawns == 1
 
 
 def test_garbage_written_to_the_protocol_pipe_is_a_protocol_error_and_the_next_call_works(runners):
@@ -860,7 +863,7 @@ def test_hostile_hangs_time_out_and_the_runner_recovers(runners, name):
     (err,) = r.run([FrameInput(1, 10, 10, {})])
     assert err.message == "script timed out after 0.5s"
     (err,) = r.run([FrameInput(2, 10, 10, {})])
-    assert err.details["kind"] == "timeout" and r.stats["spawns"] == 2
+    assert err.details["kind"] == "timeout" and r.stats.spawns == 2
 
 
 @needs_corpus
@@ -911,7 +914,7 @@ def test_hostile_scripts_find_no_credentials_in_the_childs_environment(runners, 
 def test_hostile_stdout_flood_is_discarded_and_the_call_completes(runners):
     r = runners(hostile("h30_stdout_flood.py"), timeout=30)
     assert r.run([FrameInput(1, 10, 10, {})]) == [[]]
-    assert r.stats["spawns"] == 1 and len(r.pids) == 1
+    assert r.stats.spawns == 1 and len(r.pids) == 1
 
 
 @needs_corpus
@@ -935,7 +938,7 @@ def test_pool_shares_processes_per_script_version_and_trust_level():
         b = pool.get(TAG_SCRIPT, {"0": "zero", "1": "one", "2": "two"})
         assert a.run([FrameInput(1, 10, 10, {})])[0][0]["label"] == "1"
         assert b.run([FrameInput(2, 10, 10, {})])[0][0]["label"] == "0"
-        assert a.pids == b.pids and len(a.pids) == 1 and a.stats["spawns"] == 1
+        assert a.pids == b.pids and len(a.pids) == 1 and a.stats.spawns == 1
         c = pool.get(TAG_SCRIPT, {"0": "x", "1": "y"}, trusted=True)
         c.run([FrameInput(1, 10, 10, {})])
         assert c.pids != a.pids and len(pool) == 2
@@ -957,7 +960,7 @@ def test_pool_evicts_the_least_recently_used_script_and_kills_its_process():
 def test_pool_runs_threads_in_parallel_processes_with_correct_results():
     src = "import time\ndef interpret(outputs, frame, labels, context):\n    time.sleep(0.05)\n    return [{'type': 'tag', 'label': int(outputs['k'][0])}]\n"
     errors: list[BaseException] = []
-    with ScriptPool(processes_per_script=2) as pool:
+    with ScriptPool(ScriptLimits(processes=2)) as pool:
         runner = pool.get(src, LABELS)
 
         def work(seed: int) -> None:
@@ -975,7 +978,7 @@ def test_pool_runs_threads_in_parallel_processes_with_correct_results():
         for t in threads:
             t.join()
         assert not errors
-        assert runner.stats["spawns"] == 2 and len(runner.pids) == 2
+        assert runner.stats.spawns == 2 and len(runner.pids) == 2
 
 
 def test_a_closed_runner_refuses_to_run():

@@ -25,8 +25,8 @@ from cluster.models import (
     apply_preprocessing,
     read_model,
 )
+from cluster.scripts import FrameInput, ScriptLimits, ScriptRunner
 from cluster.scripts.imports import DEFAULT_ALLOWED, STYLE_MODERN, check_script
-from cluster.scripts.pool import FrameInput, ScriptRunner
 from cluster.zoo import ZooArtifacts, load_zoo
 from cluster.zoo.install import resolve_name
 from cluster.zoo.registry import SCRIPTS_DIR
@@ -416,7 +416,7 @@ def test_the_script_runs_in_the_untrusted_sandbox_and_its_shapes_validate(engine
     from skimage import data
 
     outputs = engine.infer(rgb(data.page()))
-    with ScriptRunner(SCRIPT_PATH.read_text(), LABELS, trusted=False, timeout=60) as runner:
+    with ScriptRunner(SCRIPT_PATH.read_text(), LABELS, trusted=False, limits=ScriptLimits(timeout=60)) as runner:
         frames = [FrameInput(id=i, name=f"p{i}.png", width=384, height=191, outputs=outputs) for i in range(3)]
         results = runner.run(frames, {"threshold": 0.3})
     for shapes in results:

@@ -186,7 +186,7 @@ def cmd_script_run(args: argparse.Namespace) -> int:
 def _run_once(args: argparse.Namespace, source: str, labels: dict[str, str], outputs: dict[str, Any],
               width: int, height: int) -> list[dict[str, Any]]:
     from cluster.config import Settings
-    from cluster.scripts.pool import FrameInput, ScriptPool
+    from cluster.scripts import FrameInput, ScriptLimits, ScriptPool
 
     try:
         timeout = Settings.from_env().script_timeout_s
@@ -197,7 +197,7 @@ def _run_once(args: argparse.Namespace, source: str, labels: dict[str, str], out
     name = args.name or Path(args.outputs).stem
     frame = FrameInput(id=0, name=name, width=width, height=height, outputs=outputs)
     began = time.perf_counter()
-    with ScriptPool(timeout=timeout, load_timeout=max(timeout, 30.0), allowed_untrusted=_allowed_untrusted()) as pool:
+    with ScriptPool(ScriptLimits(timeout=timeout), allowed_untrusted=_allowed_untrusted()) as pool:
         runner = pool.get(source, labels=labels, trusted=args.trusted)
         (result,) = runner.run([frame], {"threshold": args.threshold})
         style = runner.style

@@ -152,7 +152,9 @@ def describe_exception(exc: BaseException, during: str = "") -> dict[str, Any]:
 def _guarded_import(allowed: frozenset[str], denied: frozenset[str]) -> Callable[..., ModuleType]:
     real = builtins.__import__
 
-    def __import__(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> ModuleType:
+    def __import__(
+        name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+    ) -> ModuleType:
         if level:
             raise ImportError("relative imports are not allowed in scripts")
         if not is_allowed(name, allowed, denied):
@@ -265,7 +267,8 @@ class Session:
             outs = {k: v.copy() if hasattr(v, "copy") else v for k, v in (f.get("outputs") or {}).items()}
             det = next(iter(outs.values())) if len(outs) == 1 else outs
             detections.append(
-                {"frame_id": f.get("id"), "frame_height": f.get("height"), "frame_width": f.get("width"), "detections": det}
+                {"frame_id": f.get("id"), "frame_height": f.get("height"), "frame_width": f.get("width"),
+                 "detections": det}
             )
         try:
             exec(self.code, self._globals(detections=detections, results=results))

@@ -73,9 +73,10 @@ class _Raw:
         if pad:
             self.parts.append(_PAD[:pad])
             self.size += pad
-        data = memoryview(np.ascontiguousarray(arr).reshape(-1)).cast("B")
+        data = np.ascontiguousarray(arr).reshape(-1).data.cast("B")
         self.count += 1
-        ref = {"__nd__": True, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": self.size, "nbytes": data.nbytes}
+        ref = {"__nd__": True, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": self.size,
+               "nbytes": data.nbytes}
         if data.nbytes:
             self.parts.append(data)
             self.size += data.nbytes
@@ -140,7 +141,8 @@ def encode(obj: Any, max_size: int = DEFAULT_MAX_MESSAGE, *, strict: bool = Fals
     raw = _Raw()
     try:
         if strict:
-            body = msgpack.packb(obj, default=_strict_default(raw), use_bin_type=True, datetime=False, strict_types=True)
+            body = msgpack.packb(obj, default=_strict_default(raw), use_bin_type=True, datetime=False,
+                                 strict_types=True)
         else:
             body = msgpack.packb(obj, default=_plain_default(raw), use_bin_type=True, datetime=False)
     except ProtocolError:
@@ -186,7 +188,8 @@ def _array_hook(buf: bytearray | bytes, raw_len: int) -> Callable[[dict[Any, Any
         for v in shape:
             count *= v
         if count * dtype.itemsize != nbytes:
-            raise ProtocolError(f"numpy array {dtype.str}{list(shape)} needs {count * dtype.itemsize} bytes, got {nbytes}")
+            need = count * dtype.itemsize
+            raise ProtocolError(f"numpy array {dtype.str}{list(shape)} needs {need} bytes, got {nbytes}")
         arr = np.frombuffer(buf, dtype=dtype, count=count, offset=offset) if count else np.empty(0, dtype)
         arr.flags.writeable = False
         return arr.reshape(shape)

@@ -25,7 +25,7 @@ from cluster.models.engine import InferenceEngine
 from cluster.models.preprocessing import Preprocessing, apply_preprocessing
 from cluster.models.reading import read_model, save_ir
 from cluster.objectstore import Keys, ObjectStore
-from cluster.scripts.pool import FrameInput, ScriptPool
+from cluster.scripts import FrameInput, ScriptLimits, ScriptPool
 from cluster.store import Store
 from cluster.store.base import new_id
 from cluster.store.users import User
@@ -134,7 +134,7 @@ def register_model(
             raise ModelError(f"the model does not run: {exc}") from exc
         # The same isolated runtime the workers use: it refuses a script whose imports are not
         # allowed or cannot be found, and validates what the script returns.
-        pool = ScriptPool.from_settings(settings, timeout=60, processes_per_script=1)
+        pool = ScriptPool.from_settings(settings, ScriptLimits(timeout=60))
         try:
             runner = pool.get(source, labels=label_map, trusted=trusted)
             frame = FrameInput(id=0, name="astronaut.png", width=int(image.shape[1]), height=int(image.shape[0]),

@@ -29,7 +29,7 @@ from cluster.models.engine import EngineCache, InferenceEngine
 from cluster.models.preprocessing import Preprocessing, apply_preprocessing
 from cluster.models.reading import read_model
 from cluster.objectstore import Keys, ObjectStore
-from cluster.scripts.pool import FrameInput, ScriptPool
+from cluster.scripts import FrameInput, ScriptPool
 from cluster.scripts.warmup import WarmUp
 from cluster.store import Store
 from cluster.workers.artifacts import ModelFiles
