@@ -110,6 +110,8 @@ class Settings:
     # Expanded/compressed size of a zip member (and of the archive so far) past which it is a
     # bomb: a 1 MB zip of 1 GiB zeros was written out to /tmp before being rejected.
     max_archive_ratio: int = 100
+    # Frames kept from one uploaded video; the frames past it are reported as one rejection.
+    max_video_frames: int = 10_000
 
     _ENV = {
         "data_dir": "PRELABEL_DATA_DIR",
@@ -158,6 +160,7 @@ class Settings:
         "max_upload_bytes": "PRELABEL_MAX_UPLOAD_BYTES",
         "max_archive_bytes": "PRELABEL_MAX_ARCHIVE_BYTES",
         "max_archive_ratio": "PRELABEL_MAX_ARCHIVE_RATIO",
+        "max_video_frames": "PRELABEL_MAX_VIDEO_FRAMES",
     }
 
     @classmethod

@@ -48,6 +48,7 @@ def test_an_admin_can_add_modules_to_the_untrusted_allowlist():
 MOVED_TUNABLES = [
     ("failing_warn_s", "PRELABEL_FAILING_WARN", 120.0, 30.0),
     ("pip_timeout_s", "PRELABEL_PIP_TIMEOUT", 900.0, 60.0),
+    ("max_video_frames", "PRELABEL_MAX_VIDEO_FRAMES", 10_000, 500),
 ]
 
 

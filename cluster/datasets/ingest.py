@@ -38,6 +38,7 @@ from typing import IO, BinaryIO, NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
+from cluster.config import Settings
 from cluster.datasets.budget import shared_budget
 from cluster.datasets.names import name_parts, safe_name
 from cluster.datasets.outcomes import Frame, Rejected
@@ -52,12 +53,12 @@ class IngestLimits:
     """Caps that keep one upload from exhausting memory, disk or time."""
 
     max_image_bytes: int = 256 << 20  # one encoded image held in memory
-    max_image_pixels: int = 40_000_000  # Settings.max_frame_pixels; checked from the header
+    max_image_pixels: int = Settings.max_frame_pixels  # checked from the header
     max_zip_members: int = 100_000  # entries in one archive, directories included
-    max_zip_bytes: int = 4 << 30  # total uncompressed size of one archive
-    max_zip_ratio: int = 100  # uncompressed / compressed size of a member, past ratio_floor
+    max_zip_bytes: int = Settings.max_archive_bytes  # total uncompressed size of one archive
+    max_zip_ratio: int = Settings.max_archive_ratio  # uncompressed / compressed size of a member, past ratio_floor
     ratio_floor: int = 8 << 20  # members expanding to less are never called bombs
-    max_file_bytes: int = 4 << 30  # one uploaded file spooled from a stream that cannot seek
+    max_file_bytes: int = Settings.max_upload_bytes  # one uploaded file spooled from a stream that cannot seek
 
     def __post_init__(self) -> None:
         for name in ("max_image_bytes", "max_image_pixels", "max_zip_members", "max_zip_bytes",
@@ -85,7 +86,7 @@ class IngestLimits:
 
 
 DEFAULT_LIMITS = IngestLimits()
-DEFAULT_MAX_VIDEO_FRAMES = 10_000
+DEFAULT_MAX_VIDEO_FRAMES = Settings.max_video_frames  # the upload service passes the deployment's
 
 
 # --------------------------------------------------------------------------------------------

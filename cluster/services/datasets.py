@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from typing import IO, Any
 
+from cluster.config import Settings
 from cluster.datasets.ingest import iter_upload
 from cluster.datasets.outcomes import Frame, Rejected
 from cluster.objectstore import Keys, ObjectStore
@@ -22,12 +23,13 @@ CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "bmp": "image/bmp", "w
 
 
 def add_upload(
-    store: Store, objects: ObjectStore, dataset: dict[str, Any], filename: str, data: IO[bytes]
+    store: Store, objects: ObjectStore, dataset: dict[str, Any], filename: str, data: IO[bytes], *,
+    max_video_frames: int = Settings.max_video_frames,
 ) -> dict[str, list]:
     added: list[dict[str, Any]] = []
     duplicate: list[dict[str, Any]] = []
     rejected: list[dict[str, str]] = []
-    for item in iter_upload(filename, data):
+    for item in iter_upload(filename, data, max_video_frames=max_video_frames):
         if isinstance(item, Rejected):
             rejected.append({"name": item.name, "reason": item.reason})
             continue

@@ -25,8 +25,6 @@ from cluster.models.preprocessing import Preprocessing, resizes_on_host
 
 _cv2: Any = None
 
-DEFAULT_MAX_FRAME_PIXELS = 40_000_000
-
 _limit_lock = threading.Lock()
 _budget: PixelBudget | None = None
 
@@ -51,7 +49,7 @@ def pixel_budget() -> PixelBudget:
                 try:
                     limit = int(Settings.from_env().max_frame_pixels)
                 except (ConfigError, TypeError, ValueError):
-                    limit = DEFAULT_MAX_FRAME_PIXELS
+                    limit = Settings.max_frame_pixels
                 _budget = PixelBudget(max(1, limit))
     return _budget
 

@@ -53,7 +53,8 @@ def upload_files(ref: str):
         raise InvalidInput("send one or more files in multipart field 'file'")
     report: dict[str, list] = {"added": [], "duplicate": [], "rejected": []}
     for upload in uploads:
-        part = add_upload(c.store, c.objects, dataset, upload.filename or "upload", upload.stream)
+        part = add_upload(c.store, c.objects, dataset, upload.filename or "upload", upload.stream,
+                          max_video_frames=c.settings.max_video_frames)
         for field in report:
             report[field] += part[field]
     report["frame_count"] = c.store.datasets.frame_count(dataset["id"])
