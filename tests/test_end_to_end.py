@@ -13,10 +13,10 @@ import pytest
 from cluster_fixtures import wait_job
 from PIL import Image
 
+from cluster.annotations.rle import decode
 from cluster.cli.export import export_job
 from cluster.datasets.ingest import iter_paths
 from cluster.demo.sample import build_sample
-from cluster.scripts.rle import decode
 
 
 def _direct_person_mask(image: np.ndarray, cache_dir: Path) -> np.ndarray:

@@ -7,7 +7,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from cluster.scripts import rle, warmup
+from cluster.annotations import rle
+from cluster.scripts import warmup
 from cluster.scripts.limits import ScriptLimits
 from cluster.scripts.pool import ScriptPool
 from cluster.scripts.runner import FrameInput, ScriptRunner

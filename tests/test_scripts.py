@@ -1,4 +1,4 @@
-"""Interpretation-script runtime: static checks, wire protocol, RLE, validation, child processes."""
+"""Interpretation-script runtime: static checks, wire protocol, validation, child processes (RLE: test_annotations)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import msgpack
 import numpy as np
 import pytest
 
+from cluster.annotations import rle
 from cluster.errors import InvalidInput, ScriptError
-from cluster.scripts import child, protocol, rle, shapes
+from cluster.scripts import child, protocol, shapes
 from cluster.scripts.imports import (
     DEFAULT_ALLOWED,
     STYLE_LEGACY,
@@ -72,54 +73,6 @@ def runners():
     yield make
     for r in made:
         r.close()
-
-
-# -- rle -------------------------------------------------------------------------------------------
-def test_rle_encoding_is_column_major_and_starts_with_a_run_of_zeros():
-    m = np.array([[1, 0, 1], [1, 1, 0]], dtype=bool)
-    # column-major: 1,1 | 0,1 | 1,0
-    assert rle.encode(m) == {"size": [2, 3], "counts": [0, 2, 1, 2, 1]}
-    assert rle.encode(np.zeros((2, 2), bool)) == {"size": [2, 2], "counts": [4]}
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_rle_round_trips_and_agrees_with_pycocotools():
-    mask_utils = pytest.importorskip("pycocotools.mask")
-    rng = np.random.default_rng(1)
-    for h, w in [(1, 1), (7, 5), (48, 64), (33, 1)]:
-        m = rng.random((h, w)) > 0.6
-        r = rle.encode(m)
-        assert sum(r["counts"]) == h * w
-        assert np.array_equal(rle.decode(r), m)
-        coco = mask_utils.frPyObjects(r, h, w)
-        assert np.array_equal(mask_utils.decode(coco).astype(bool), m)
-        assert rle.area(r) == int(mask_utils.area(coco)) == int(m.sum())
-        x, y, bw, bh = mask_utils.toBbox(coco).tolist()
-        assert rle.bbox(r) == pytest.approx([x, y, x + bw, y + bh])
-
-
-def test_rle_bbox_handles_runs_that_span_columns_and_empty_masks():
-    m = np.zeros((5, 6), bool)
-    m[3:, 1] = True
-    m[:2, 2] = True  # one run from column 1 into column 2
-    assert rle.bbox(rle.encode(m)) == [1.0, 0.0, 3.0, 5.0]
-    assert rle.bbox(rle.encode(np.zeros((4, 4), bool))) == [0.0, 0.0, 0.0, 0.0]
-
-
-def test_rle_of_a_full_hd_mask_is_fast_enough_to_be_vectorised():
-    m = np.zeros((1080, 1920), bool)
-    m[100:900, 300:1500] = True
-    m[::7, ::5] ^= True
-    t = time.perf_counter()
-    r = rle.encode(m)
-    back = rle.decode(r)
-    assert np.array_equal(back, m)
-    assert time.perf_counter() - t < 2.0  # a Python loop over pixels would take far longer
-
-
-def test_rle_decode_rejects_counts_that_do_not_cover_the_mask():
-    with pytest.raises(ValueError, match="sum to 5"):
-        rle.decode({"size": [2, 3], "counts": [2, 3]})
 
 
 # -- protocol --------------------------------------------------------------------------------------

@@ -10,12 +10,11 @@ Input model
 values are ``int(label id)``.
 
 ``frames``: one-shot iterator, in increasing frame order, of
-``{"frame": int, "name": str, "width": int, "height": int, "shapes": [shape, ...]}``; a shape is
-``{"type": "rectangle"|"polygon"|"polyline"|"points"|"mask"|"tag", "label": "1",
-"points": [x1, y1, x2, y2, ...], "score": float?, "attributes": {name: str|int|float|bool}?,
-"rle": {"size": [h, w], "counts": [...]}}`` (``rle`` for masks only: COCO uncompressed RLE,
-column-major, first count zeros, sized like the frame). Rectangles are ``[xtl, ytl, xbr, ybr]``
-in frame pixels; a mask's ``points`` (its bbox) are not needed, the box is computed from the RLE.
+``{"frame": int, "name": str, "width": int, "height": int, "shapes": [shape, ...]}`` (the frames of
+the chunk results the workers store); a shape is the stored shape of
+:mod:`cluster.annotations.shapes`, whose point-count rules apply, except that ``score`` and
+``attributes`` may be missing and that the points of a mask (its bbox, computed from the RLE) and a
+tag are not needed. A mask's ``rle`` must be sized like the frame.
 
 ``failed``: optional iterable of ``{"frame", "name", "reason"}`` for frames that produced no result.
 
@@ -39,12 +38,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from cluster.annotations.shapes import POINT_RULES, SHAPE_TYPES
 from cluster.datasets.names import safe_name
 from cluster.errors import InvalidInput
 
-SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "mask", "tag")
-_MIN_POINTS = {"rectangle": 2, "polygon": 3, "polyline": 2, "points": 1, "mask": 0, "tag": 0}
 MAX_PROBLEMS = 20
+#: Kinds whose points the exports do not use, so do not check: a mask's box comes from its RLE.
+_POINTS_UNUSED = frozenset({"mask", "tag"})
 
 
 @dataclass
@@ -161,11 +161,12 @@ def parse_shape(raw: Any, frame: FrameResult, labels: Mapping[str, str],
     if len(points) % 2 or not all(math.isfinite(v) for v in points):
         summary.skip("invalid points", f"{where}: {kind} points are odd or not finite")
         return None
-    if kind == "rectangle" and len(points) != 4:
-        summary.skip("invalid points", f"{where}: rectangle needs 4 numbers, has {len(points)}")
-        return None
-    if len(points) // 2 < _MIN_POINTS[kind]:
-        summary.skip("too few points", f"{where}: {kind} with {len(points) // 2} point(s)")
+    rule = POINT_RULES[kind]
+    if kind not in _POINTS_UNUSED and not rule.allows(len(points)):
+        if rule.exact:
+            summary.skip("invalid points", f"{where}: {kind} needs {rule.minimum} numbers, has {len(points)}")
+        else:
+            summary.skip("too few points", f"{where}: {kind} with {len(points) // 2} point(s)")
         return None
     score = raw.get("score")
     if score is not None:

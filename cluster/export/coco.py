@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, TextIO
 
-from cluster.errors import InvalidInput
+from cluster.annotations import rle as coco_rle
 from cluster.export import (
     ExportSummary,
     FrameResult,
@@ -34,7 +34,6 @@ from cluster.export import (
     parse_shape,
     text_writer,
 )
-from cluster.export._rle import coco_area_bbox
 
 _COPY_CHUNK = 256 << 10
 
@@ -66,15 +65,16 @@ def _annotation(shape: Shape, frame: FrameResult, category: int,
     elif shape.type == "polygon":
         segmentation = [list(shape.points)]
         bbox, area, crowd = _bbox(shape.points), _polygon_area(shape.points), 0
-    elif shape.type == "mask":
+    elif shape.type == "mask" and shape.rle is not None:  # parse_shape gives every mask its rle
         try:
-            area, bbox = coco_area_bbox(shape.rle)
-        except InvalidInput as exc:
-            summary.skip("invalid mask", f"{where}: {exc.message}")
+            area, (x0, y0, x1, y1) = coco_rle.area_bbox(shape.rle)
+        except ValueError as exc:
+            summary.skip("invalid mask", f"{where}: {exc}")
             return None
         if area == 0:
             summary.skip("empty mask", where)
             return None
+        bbox = [int(x0), int(y0), int(x1 - x0), int(y1 - y0)]
         size = [int(v) for v in shape.rle["size"]]
         segmentation = {"size": size, "counts": [int(c) for c in shape.rle["counts"]]}
         crowd = 1

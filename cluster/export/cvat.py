@@ -19,11 +19,14 @@ each is recorded as an XML comment at the end of the document.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, TextIO
 from xml.sax.saxutils import escape
 
+import numpy as np
+
+from cluster.annotations import rle as coco_rle
 from cluster.errors import InvalidInput
 from cluster.export import (
     ExportSummary,
@@ -35,13 +38,58 @@ from cluster.export import (
     parse_shape,
     text_writer,
 )
-from cluster.export._rle import coco_decode, cvat_encode
 
 VERSION = "1.1"
 _INVALID_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _ATTR_ENTITIES = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
 _ELEMENT = {"rectangle": "box", "polygon": "polygon", "polyline": "polyline", "points": "points",
             "mask": "mask", "tag": "tag"}
+
+
+
+# -- CVAT's mask RLE ------------------------------------------------------------------------------
+# Runs over the mask *cropped to its bounding box* flattened in row-major order, starting with a
+# (possibly empty) run of zeros; the box travels separately as ``left, top, width, height``.
+
+
+def _runs(flat: np.ndarray) -> list[int]:
+    """Run lengths of a 1-D boolean array, starting with a (possibly empty) run of zeros."""
+    n = flat.size
+    if n == 0:
+        return [0]
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate(([0], change, [n])))
+    if flat[0]:
+        runs = np.concatenate(([0], runs))
+    return [int(r) for r in runs]
+
+
+def cvat_encode(mask: np.ndarray) -> tuple[list[int], int, int, int, int] | None:
+    """CVAT ``(rle, left, top, width, height)`` of a full-frame mask; ``None`` when it is empty."""
+    mask = np.asarray(mask, dtype=bool)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    top, bottom, left, right = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    crop = mask[top:bottom + 1, left:right + 1]
+    return _runs(crop.ravel(order="C")), left, top, right - left + 1, bottom - top + 1
+
+
+def cvat_decode(rle: Sequence[int], left: int, top: int, width: int, height: int,
+                frame_width: int, frame_height: int) -> np.ndarray:
+    """Boolean full-frame ``(frame_height, frame_width)`` mask of a CVAT mask RLE."""
+    c = np.asarray(rle, dtype=np.int64)
+    if c.ndim != 1 or (c < 0).any():
+        raise InvalidInput("RLE counts must be a flat list of non-negative integers")
+    if int(c.sum()) != width * height:
+        raise InvalidInput(f"RLE counts sum to {int(c.sum())}, expected {width * height}")
+    values = np.zeros(c.size, dtype=bool)
+    values[1::2] = True
+    crop = np.repeat(values, c).reshape((height, width))
+    full = np.zeros((frame_height, frame_width), dtype=bool)
+    full[top:top + height, left:left + width] = crop[: frame_height - top, : frame_width - left]
+    return full
 
 
 def _text(value: Any) -> str:
@@ -121,9 +169,9 @@ def _shape_xml(shape: Shape, frame: FrameResult, labels: Mapping[str, str],
                   ("xbr", f"{max(x1, x2):.2f}"), ("ybr", f"{max(y1, y2):.2f}")]
     elif kind == "mask":
         try:
-            encoded = cvat_encode(coco_decode(shape.rle))
-        except InvalidInput as exc:
-            summary.skip("invalid mask", f"frame {frame.frame} {frame.name!r}: {exc.message}")
+            encoded = cvat_encode(coco_rle.decode(shape.rle or {}))
+        except ValueError as exc:
+            summary.skip("invalid mask", f"frame {frame.frame} {frame.name!r}: {exc}")
             return None
         if encoded is None:
             summary.skip("empty mask", f"frame {frame.frame} {frame.name!r}")

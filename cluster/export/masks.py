@@ -4,9 +4,9 @@ painted in order (later shapes over earlier ones).
 Background: pixel value 0, unless a label has id 0 (CVAT's YOLO maps start at ``"0": "person"``);
 then the background is 255 (the "void" value of VOC and Cityscapes), so a label is never confused
 with the background, and label ids 0..254 are allowed. Ids 0 and 255 together leave no value for
-the background and are refused. ``labels.txt`` always names the background value on its first line. The palette is PASCAL VOC's
-(0 black, 1 dark red, 2 dark green, ...): tools read the values, people see the classes (as plain
-grey levels 1, 2, 3 they looked black).
+the background and are refused. ``labels.txt`` always names the background value on its first
+line. The palette is PASCAL VOC's (0 black, 1 dark red, 2 dark green, ...): tools read the values,
+people see the classes (as plain grey levels 1, 2, 3 they looked black).
 
 * masks: the RLE pixels exactly;
 * polygons: the pixels whose centre ``(x + 0.5, y + 0.5)`` is inside (COCO's convention);
@@ -31,11 +31,12 @@ import re
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
 
+from cluster.annotations import rle as coco_rle
 from cluster.errors import InvalidInput
 from cluster.export import (
     ExportSummary,
@@ -46,7 +47,6 @@ from cluster.export import (
     numeric_label_ids,
     parse_shape,
 )
-from cluster.export._rle import coco_decode
 
 
 def _voc_palette() -> list[int]:
@@ -86,7 +86,7 @@ class _Sink:
             if out.mode not in ("w", "a", "x"):
                 raise InvalidInput("the zip file must be open for writing")
             self.zip: zipfile.ZipFile | None = out
-            self.dir = None
+            self.dir = Path()  # not used with a zip
         elif isinstance(out, (str, os.PathLike)):
             self.zip, self.dir = None, Path(out)
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ class _Sink:
         self.used.add(candidate.lower())
         return candidate
 
-    def open(self, filename: str) -> BinaryIO:
+    def open(self, filename: str) -> IO[bytes]:
         """A binary stream for one more file, written piecewise."""
         if self.zip is not None:
             return self.zip.open(filename, "w")
@@ -188,9 +188,9 @@ def _render(frame: FrameResult, labels: Mapping[str, str], values: Mapping[str, 
         where = f"frame {frame.frame} {frame.name!r}"
         if shape.type == "mask":
             try:
-                canvas[coco_decode(shape.rle)] = value
-            except InvalidInput as exc:
-                summary.skip("invalid mask", f"{where}: {exc.message}")
+                canvas[coco_rle.decode(shape.rle or {})] = value
+            except ValueError as exc:
+                summary.skip("invalid mask", f"{where}: {exc}")
                 continue
         elif shape.type == "polygon":
             fill_polygon(canvas, shape.points, value)

@@ -7,8 +7,8 @@ loaded and lends them out; ``runner.py`` runs frames through them (``ScriptRunne
 shares runners between a worker's threads and jobs (``ScriptPool``). ``limits.py`` holds their
 tuning (``ScriptLimits``), ``stats.py`` what they counted (``ScriptStats``). Before anything runs,
 ``imports.py`` checks a script statically (style, imports, allowlist); whatever comes back is
-validated by ``validate.py``. ``rle.py`` and ``shapes.py`` are helpers for masks and for building
-shape dicts.
+validated by ``validate.py``. ``shapes.py`` helps scripts build shape dicts (the shape model itself,
+with the mask codec, is ``cluster.annotations``).
 
 Public API::
 

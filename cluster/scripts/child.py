@@ -49,10 +49,11 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from cluster.annotations.rle import encode as _encode_mask
+from cluster.annotations.shapes import MAX_POINTS, MAX_SHAPES
 from cluster.scripts import protocol
 from cluster.scripts import shapes as _shapes
 from cluster.scripts.imports import SCRIPT_FILENAME, STYLE_LEGACY, is_allowed
-from cluster.scripts.rle import encode as _encode_mask
 
 BOOTSTRAP = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
@@ -178,8 +179,8 @@ class Session:
         self.code: Any = None
         self.interpret: Callable[..., Any] | None = None
         self.builtins: dict[str, Any] = builtins.__dict__
-        self.max_shapes = 10_000
-        self.max_points = 200_000
+        self.max_shapes = MAX_SHAPES
+        self.max_points = MAX_POINTS
         self.labels: dict[str, Any] = {}
 
     # -- load ---------------------------------------------------------------------------------

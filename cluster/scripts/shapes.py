@@ -10,6 +10,9 @@ trusted scripts may also ``from cluster.scripts import shapes``. Each helper ret
 array; it is always returned flat. Keyword arguments other than ``score`` become attributes.
 
 ``LegacyResults`` is the ``results`` object CVAT-2019-style scripts call ``add_box`` & co. on.
+
+These only build dicts; what makes a shape valid (kinds, point counts, limits) is defined in
+``cluster.annotations.shapes`` and checked by ``validate.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.scripts import rle as _rle
+from cluster.annotations import rle as _rle
 
 
 def flat_points(points: Any) -> list[float]:
@@ -44,7 +47,8 @@ def _shape(kind: str, points: list[float], label: Any, score: Any, attrs: dict[s
     return out
 
 
-def box(xtl: float, ytl: float, xbr: float, ybr: float, label: Any, score: float | None = None, **attrs: Any) -> dict[str, Any]:
+def box(xtl: float, ytl: float, xbr: float, ybr: float, label: Any, score: float | None = None,
+        **attrs: Any) -> dict[str, Any]:
     return _shape("rectangle", [float(xtl), float(ytl), float(xbr), float(ybr)], label, score, attrs)
 
 
@@ -99,7 +103,8 @@ class LegacyResults:
             shape["attributes"] = attributes
         self._by_frame[key].append(shape)
 
-    def add_box(self, xtl: float, ytl: float, xbr: float, ybr: float, label: Any, frame_number: Any, attributes: Any = None) -> None:
+    def add_box(self, xtl: float, ytl: float, xbr: float, ybr: float, label: Any, frame_number: Any,
+                attributes: Any = None) -> None:
         self._add("rectangle", [xtl, ytl, xbr, ybr], label, frame_number, attributes)
 
     def add_points(self, points: Any, label: Any, frame_number: Any, attributes: Any = None) -> None:

@@ -2,14 +2,8 @@
 
 The child process already turned the script's return value into plain data (see ``child.py``); this
 module decides whether that data is a valid list of shapes for one frame and normalises it to the one
-format the rest of Prelabel handles::
-
-    {"type": "rectangle" | "polygon" | "polyline" | "points" | "mask" | "tag",
-     "label": "<label id as str>",
-     "points": [float, ...],          # flat x, y in frame pixels; rectangle and mask: [xtl, ytl, xbr, ybr]
-     "score": float | None,           # in [0, 1]
-     "attributes": {str: str | int | float | bool},
-     "rle": {"size": [h, w], "counts": [int, ...]}}   # masks only (COCO uncompressed, column-major)
+stored format, described (with the kinds, their point counts and the limits) in
+``cluster.annotations.shapes``.
 
 Any problem raises ScriptError whose message names the index of the offending shape.
 
@@ -29,21 +23,25 @@ from typing import Any
 
 import numpy as np
 
+from cluster.annotations import rle as _rle
+from cluster.annotations.shapes import (
+    BOX_TYPES,
+    MARGIN,
+    MAX_ATTRIBUTE_KEY,
+    MAX_ATTRIBUTE_TEXT,
+    MAX_ATTRIBUTES,
+    MAX_POINTS,
+    MAX_SHAPES,
+    POINT_RULES,
+    SHAPE_TYPES,
+)
 from cluster.errors import ScriptError
-from cluster.scripts import rle as _rle
 
-SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "mask", "tag")
-MARGIN = 0.5  # coordinates may lie up to this fraction of the frame size outside it
-MAX_ATTRIBUTES = 64
-MAX_ATTRIBUTE_KEY = 128
-MAX_ATTRIBUTE_TEXT = 4096
-
-# Coordinate counts per type for the short path: (minimum, exact). Masks always take the long path.
-_COUNTS = {"rectangle": (4, True), "polygon": (6, False), "polyline": (4, False), "points": (2, False),
-           "tag": (0, True)}
+# Coordinate counts per type for the short path: (minimum, exact). Masks always take the long path,
+# and rectangles are the one kind of exactly 4 here (the short path counts them as boxes by that).
+_COUNTS = {kind: (rule.minimum, rule.exact) for kind, rule in POINT_RULES.items() if kind != "mask"}
 _PLAIN_NUMBERS = frozenset({float, int})
 _NUMBER_TYPES = (float, int)
-_BOXES = frozenset({"rectangle", "mask"})
 _SMALL = 48  # up to this many coordinates per frame, plain Python beats numpy's per-call cost
 
 
@@ -113,8 +111,8 @@ def validate_shapes(
     width: int,
     height: int,
     labels: Mapping[str, str],
-    max_shapes: int = 10_000,
-    max_points: int = 200_000,
+    max_shapes: int = MAX_SHAPES,
+    max_points: int = MAX_POINTS,
     _resolve: Any = None,
 ) -> list[dict[str, Any]]:
     """Check and normalise one frame's shapes; raise ScriptError naming the first bad shape."""
@@ -174,7 +172,7 @@ def validate_shapes(
             append(_one(shape, kind, resolve, labels, width, height, budget))
         except _Bad as exc:
             raise ScriptError(f"shape {i} ({kind}): {exc}", shape=i) from None
-        if kind in _BOXES:
+        if kind in BOX_TYPES:
             boxes += 1
     _check_all_points(out, width, height, boxes)
     return out
@@ -219,7 +217,7 @@ def _check_all_points(out: list[dict[str, Any]], width: int, height: int, boxes:
             pts = _checked_points(raw, width, height, xlo, xhi, ylo, yhi)
         except _Bad as exc:
             raise ScriptError(f"shape {i} ({item['type']}): {exc}", shape=i) from None
-        if len(pts) == 4 and (item["type"] == "rectangle" or item["type"] == "mask"):
+        if len(pts) == 4 and item["type"] in BOX_TYPES:
             x0, y0, x1, y1 = pts
             pts = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
         item["points"] = pts
@@ -236,7 +234,7 @@ def _order_boxes(out: list[dict[str, Any]], lists: list[Any], arr: np.ndarray, b
     else:
         sizes = np.fromiter(map(len, lists), dtype=np.intp, count=len(lists))
         starts = np.cumsum(sizes) - sizes
-        idx = starts[[k for k, item in enumerate(out) if item["type"] in _BOXES]][:, None] + np.arange(4)
+        idx = starts[[k for k, item in enumerate(out) if item["type"] in BOX_TYPES]][:, None] + np.arange(4)
         b = arr[idx]
     lo = np.minimum(b[:, :2], b[:, 2:])
     b[:, 2:] = np.maximum(b[:, :2], b[:, 2:])
@@ -263,7 +261,7 @@ def _one(shape: Mapping[str, Any], kind: str, resolve: Any, labels: Mapping[str,
 
     pts_in = shape.get("points")
     if pts_in is None or (kind == "mask" and isinstance(pts_in, (list, tuple)) and len(pts_in) == 0):
-        pts_in = _rle.bbox_of_counts(counts, height) if rle is not None else []
+        pts_in = _rle.bbox_of_counts(counts, height) if counts is not None else []
     if isinstance(pts_in, np.ndarray):
         if pts_in.ndim != 1:
             raise _Bad("points must be a flat list [x1, y1, x2, y2, ...]")
@@ -271,7 +269,8 @@ def _one(shape: Mapping[str, Any], kind: str, resolve: Any, labels: Mapping[str,
     if not isinstance(pts_in, (list, tuple)):
         raise _Bad(f"points must be a list of numbers, got {type(pts_in).__name__}")
     if pts_in and isinstance(pts_in[0], (list, tuple, np.ndarray)):
-        raise _Bad("points is a nested list; it must be flat [x1, y1, x2, y2, ...] (shapes.flat_points() flattens pairs)")
+        raise _Bad("points is a nested list; it must be flat [x1, y1, x2, y2, ...] "
+                   "(shapes.flat_points() flattens pairs)")
     n = len(pts_in)
     budget[0] -= n
     if budget[0] < 0:
@@ -314,22 +313,14 @@ def _checked_points(pts_in: list[Any] | tuple[Any, ...], width: int, height: int
 
 
 def _check_count(kind: str, n: int) -> None:
-    if kind in ("rectangle", "mask"):
-        ok, need = n == 4, "exactly 4 numbers [xtl, ytl, xbr, ybr]"
-    elif kind == "polygon":
-        ok, need = n >= 6 and n % 2 == 0, "an even number of coordinates, at least 6 (3 points)"
-    elif kind == "polyline":
-        ok, need = n >= 4 and n % 2 == 0, "an even number of coordinates, at least 4 (2 points)"
-    elif kind == "points":
-        ok, need = n >= 2 and n % 2 == 0, "an even number of coordinates, at least 2 (1 point)"
-    else:  # tag
-        ok, need = n == 0, "no points"
-    if not ok:
-        raise _Bad(f"has {n} coordinates, needs {need}")
+    rule = POINT_RULES[kind]
+    if not rule.allows(n):
+        raise _Bad(f"has {n} coordinates, needs {rule.need}")
 
 
 def _mask_rle(shape: Mapping[str, Any], width: int, height: int) -> tuple[dict[str, Any], np.ndarray]:
     """The shape's RLE, normalised, and its counts as an int64 array (for the bounding box)."""
+    r: Any
     if shape.get("mask") is not None:
         m = shape["mask"]
         if not isinstance(m, np.ndarray) or m.ndim != 2 or m.dtype.hasobject:
