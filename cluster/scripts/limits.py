@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cluster.annotations.shapes import MAX_POINTS, MAX_SHAPES
 from cluster.scripts.protocol import DEFAULT_MAX_MESSAGE
 from cluster.scripts.sandbox.policy import DEFAULT_POLICY, SandboxPolicy
 
@@ -43,8 +44,8 @@ class ScriptLimits:
     load_timeout: float | None = None
     processes: int = 1
     max_message: int = DEFAULT_MAX_MESSAGE
-    max_shapes: int = 10_000
-    max_points: int = 200_000
+    max_shapes: int = MAX_SHAPES
+    max_points: int = MAX_POINTS
     batch_frames: int = 16
     max_failures: int = 2
     python: str = sys.executable
