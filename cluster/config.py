@@ -77,6 +77,10 @@ class Settings:
     # The dashboard serves /metrics only on this port when set (pods: 9100), so the public
     # Service, which exposes only the app port, never shows cluster state to the internet.
     dashboard_metrics_port: int = 0
+    # Of the dashboard replicas, the one holding a Redis lease reports the cluster's gauges (queues,
+    # jobs, workers); the lease lasts this long, longer than the Prometheus scrape interval, and a
+    # dead holder is replaced within it.
+    metrics_lease_ttl_s: float = 60.0
     # How long a stopping worker lets its in-flight chunks finish before it exits; Kubernetes'
     # terminationGracePeriodSeconds must be longer, or the kubelet kills it mid-chunk.
     worker_stop_timeout_s: float = 30.0
@@ -145,6 +149,7 @@ class Settings:
         "metrics_port": "PRELABEL_METRICS_PORT",
         "metrics_addr": "PRELABEL_METRICS_ADDR",
         "dashboard_metrics_port": "PRELABEL_DASHBOARD_METRICS_PORT",
+        "metrics_lease_ttl_s": "PRELABEL_METRICS_LEASE_TTL",
         "worker_stop_timeout_s": "PRELABEL_WORKER_STOP_TIMEOUT",
         "inference_threads": "PRELABEL_INFERENCE_THREADS",
         "admin_name": "PRELABEL_ADMIN_NAME",

@@ -49,6 +49,7 @@ MOVED_TUNABLES = [
     ("failing_warn_s", "PRELABEL_FAILING_WARN", 120.0, 30.0),
     ("pip_timeout_s", "PRELABEL_PIP_TIMEOUT", 900.0, 60.0),
     ("max_video_frames", "PRELABEL_MAX_VIDEO_FRAMES", 10_000, 500),
+    ("metrics_lease_ttl_s", "PRELABEL_METRICS_LEASE_TTL", 60.0, 300.0),
 ]
 
 

@@ -24,9 +24,6 @@ from cluster.store.lease import Lease
 
 bp = Blueprint("metrics", __name__)
 
-LEASE_TTL_S = 60.0  # longer than any sane scrape interval; a dead holder is replaced within it
-
-
 def _lease_owner() -> str:
     """This replica's name on the lease: the host (a pod's name), shared by its gunicorn worker
     processes so whichever of them a scrape reaches exports the same series."""
@@ -110,5 +107,6 @@ def metrics() -> Response:
     if metrics_port and request.environ.get("SERVER_PORT") != str(metrics_port):
         abort(404)
     registry = CollectorRegistry()
-    registry.register(ClusterCollector(c.broker, c.store, Lease(c.store.redis, "metrics", _lease_owner(), LEASE_TTL_S)))
+    lease = Lease(c.store.redis, "metrics", _lease_owner(), c.settings.metrics_lease_ttl_s)
+    registry.register(ClusterCollector(c.broker, c.store, lease))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
