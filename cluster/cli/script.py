@@ -191,7 +191,7 @@ def _run_once(args: argparse.Namespace, source: str, labels: dict[str, str], out
     try:
         timeout = Settings.from_env().script_timeout_s
     except PrelabelError:
-        timeout = 30.0
+        timeout = Settings.script_timeout_s
     if args.timeout is not None:
         timeout = args.timeout
     name = args.name or Path(args.outputs).stem

@@ -15,6 +15,8 @@ import av
 
 from cluster.datasets.outcomes import Frame, Rejected, Truncated
 
+# Part of a stored video frame's format, not a setting: the same video uploaded again gives the same
+# JPEG bytes, hence the same digests, and its frames are found to be duplicates.
 JPEG_QUALITY = 95
 _DEMUXERS = {"mov", "avi", "matroska"}
 _AV_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)

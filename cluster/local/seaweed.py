@@ -36,6 +36,7 @@ from cluster.errors import ConfigError, ServiceUnavailable
 from cluster.local.ports import GRPC_OFFSET, HOST, free_port_pair, listening_ports, port_is_free
 from cluster.local.process import ManagedProcess
 
+# Timeouts of the development servers that `prelabel up` and the tests start; not a deployment's settings.
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 3.0
 VOLUME_MAX = 100  # default 8 is exhausted by the second bucket (7 volumes per collection) -> HTTP 500

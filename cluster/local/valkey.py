@@ -19,6 +19,7 @@ from cluster.errors import ConfigError, ServiceUnavailable
 from cluster.local.ports import HOST, free_port
 from cluster.local.process import ManagedProcess
 
+# Timeouts of the development servers that `prelabel up` and the tests start; not a deployment's settings.
 READY_TIMEOUT_S = 20.0
 STOP_GRACE_S = 5.0
 _START_ATTEMPTS = 3  # when the port was picked for us and someone else bound it meanwhile

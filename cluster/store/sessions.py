@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import redis
 
+from cluster.config import Settings
 from cluster.store.base import PREFIX, now, redis_errors, text, texts
 
 SESSION = PREFIX + "session:"  # + sha256(session id): hash {user, csrf, created_at}
@@ -37,7 +38,7 @@ class Session:
 
 
 class SessionStore:
-    def __init__(self, client: redis.Redis, ttl_s: float = 12 * 3600) -> None:
+    def __init__(self, client: redis.Redis, ttl_s: float = Settings.session_ttl_s) -> None:
         self.r = client
         self.ttl_s = max(1, int(ttl_s))
 
@@ -91,7 +92,8 @@ class SessionStore:
 class LoginLimiter:
     """At most ``max_failures`` failed logins per key (a client address) in ``window_s`` seconds."""
 
-    def __init__(self, client: redis.Redis, max_failures: int = 10, window_s: float = 300) -> None:
+    def __init__(self, client: redis.Redis, max_failures: int = Settings.login_max_failures,
+                 window_s: float = Settings.login_window_s) -> None:
         self.r = client
         self.max_failures = max(1, int(max_failures))
         self.window_s = max(1, int(window_s))
