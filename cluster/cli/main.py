@@ -239,9 +239,10 @@ def cmd_annotate(args: argparse.Namespace) -> int:
         print(f"warning: {job['warning']}", file=sys.stderr)
     if args.wait:
         from cluster.cli.progress import wait_for
+        from cluster.jobs.states import JobState
 
         final = wait_for(lambda: client.get(f"/api/jobs/{job['id']}"))
-        return 0 if final["state"] == "completed" else 1
+        return 0 if final["state"] == JobState.COMPLETED.value else 1
     return 0
 
 

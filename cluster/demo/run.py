@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from cluster.client import ApiClient, ApiError, save_token, saved_token
 from cluster.config import DEFAULT_DEVICE, Settings, cluster_file, prelabel_home, read_cluster_file
 from cluster.errors import Conflict, ServiceUnavailable, Unauthorized
+from cluster.jobs.states import JobState
 
 DEMO_USER = "demo"
 DATASET = "demo-photos"
@@ -136,4 +137,4 @@ def run_demo(data_dir: str | None, out_dir: Path, port: int | None = None, *, wa
     print(f"dashboard: {settings.api_url}  (log in with the token in {prelabel_home() / 'token'})")
     print(f"the cluster keeps running; stop it with `prelabel down` ({cluster_file()})")
     print(f"demo took {time.monotonic() - began:.0f} s")
-    return 0 if final["state"] == "completed" else 1
+    return 0 if final["state"] == JobState.COMPLETED.value else 1

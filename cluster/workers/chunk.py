@@ -106,13 +106,13 @@ class ChunkProcessor:
             claimed, why = self.store.jobs.claim_chunk(job_id, chunk, self.settings.poison_deaths)
             t = self._timed("claim", t)
             if not claimed:
-                if why == "parked":
+                if why == ChunkState.PARKED.value:
                     log.error("job %s chunk %d parked: its worker died %d times running it", job_id, chunk,
                               self.settings.poison_deaths)
                 else:
                     log.info("skipping job %s chunk %d: %s", job_id, chunk, why)
                 return
-            if why == "running":
+            if why == ChunkState.RUNNING.value:
                 log.warning("job %s chunk %d: taking over a chunk another delivery started", job_id, chunk)
             began = t
             job = self.store.jobs.get_unchecked(job_id)

@@ -14,6 +14,8 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from cluster.jobs.states import JobState
+
 bp = Blueprint("openapi", __name__)
 
 VERSION = "1.0.0"
@@ -167,7 +169,7 @@ SCHEMAS: dict[str, Any] = {
                      "frames_failed", "progress"],
         "properties": {
             "id": {"type": "string"}, "owner": {"type": "string"},
-            "state": {"type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled"]},
+            "state": {"type": "string", "enum": [s.value for s in JobState]},
             "dataset": {"type": "string"}, "dataset_name": {"type": "string"},
             "model": {"type": "string"}, "model_name": {"type": "string"}, "device": {"type": "string"},
             "frames": {"type": "array", "items": {"type": "integer"}, "description": "[start, stop, step]"},
