@@ -162,11 +162,11 @@ class BenchCluster:
             ident = id(frame.data)
             if ident not in written:
                 digest = hashlib.sha256(frame.data).hexdigest()
-                key = Keys.frame(dataset["id"], digest, "jpg")
-                self.objects.put_bytes(key, frame.data, "image/jpeg")
-                written[ident] = (digest, key)
-            digest, key = written[ident]
-            self.store.datasets.add_frame(dataset["id"], name=frame.name, digest=digest, key=key,
+                frame_key = Keys.frame(dataset["id"], digest, "jpg")
+                self.objects.put_bytes(frame_key, frame.data, "image/jpeg")
+                written[ident] = (digest, frame_key)
+            digest, frame_key = written[ident]
+            self.store.datasets.add_frame(dataset["id"], name=frame.name, digest=digest, key=frame_key,
                                           width=frame.width, height=frame.height)
         return self.api.get(f"/api/datasets/{dataset['id']}")
 

@@ -130,14 +130,14 @@ def cmd_datasets_add(args: argparse.Namespace) -> int:
             with open_input("datasets add", str(path)) as f:
                 report = client.upload(dataset["id"], name, f)
             # Older servers list duplicates under "added" with "new": false.
-            frames = report["added"] + report.get("duplicate", [])
-            new = sum(1 for r in frames if r.get("new", True))
+            listed = report["added"] + report.get("duplicate", [])
+            new = sum(1 for r in listed if r.get("new", True))
             added += new
-            duplicate += len(frames) - new
+            duplicate += len(listed) - new
             for r in report["rejected"]:
                 rejected += 1
                 print(f"rejected {r['name']}: {r['reason']}", file=sys.stderr)
-            print(f"{name}: {new} frame(s) added, {len(frames) - new} duplicate(s), "
+            print(f"{name}: {new} frame(s) added, {len(listed) - new} duplicate(s), "
                   f"{len(report['rejected'])} rejected", file=sys.stderr)
     except (PrelabelError, OSError) as exc:
         # All or nothing: the dataset this call created goes; one that existed keeps what it had.

@@ -1,6 +1,8 @@
 """Dataset ingest: uploaded files (images, zip archives, videos) to verified frames.
 
-Pure functions over bytes and streams; callers store the frames. See :mod:`.ingest`.
+Pure functions over bytes and streams; callers store the frames (:mod:`cluster.services.datasets`).
+See :mod:`.ingest`. "Frame" names several things (an index, a name, an S3 key, a stored record, a
+verified image, the pixels, a selection, a range): ``docs/glossary.md`` says which name means which.
 """
 
 from cluster.datasets.ingest import (

@@ -22,8 +22,9 @@ _DEMUXERS = {"mov", "avi", "matroska"}
 _AV_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
 
 
-def frame_name(video: str, index: int) -> str:
-    return f"{video}#{index:06d}"
+def frame_name(video: str, decode_index: int) -> str:
+    """The frame name of a video's frame: the video's name and the frame's 0-based decode index."""
+    return f"{video}#{decode_index:06d}"
 
 
 def iter_video(name: str, source: IO[bytes] | str, *, fmt: str | None = None,
@@ -60,51 +61,51 @@ def iter_video(name: str, source: IO[bytes] | str, *, fmt: str | None = None,
                                  f"(limit {max_pixels}); not decoded")
             return
         stream.thread_type = "AUTO"
-        index = 0  # frames yielded
+        yielded = 0  # frames yielded so far: the decode index of the next one
         last_time: float | None = None  # presentation time of the last frame yielded
         packets = 0  # non-empty packets read: one per coded frame for the codecs we meet
         try:
             for packet in container.demux(stream):
                 if packet.size:
                     packets += 1
-                if max_frames is not None and index >= max_frames:
+                if max_frames is not None and yielded >= max_frames:
                     break
-                for decoded in packet.decode():
-                    if max_frames is not None and index >= max_frames:
+                for video_frame in packet.decode():
+                    if max_frames is not None and yielded >= max_frames:
                         break
-                    yield _to_frame(name, index, decoded)
-                    index += 1
-                    if decoded.time is not None:
-                        last_time = decoded.time if last_time is None else max(last_time, decoded.time)
+                    yield _to_frame(name, yielded, video_frame)
+                    yielded += 1
+                    if video_frame.time is not None:
+                        last_time = video_frame.time if last_time is None else max(last_time, video_frame.time)
         except _AV_ERRORS as exc:
-            yield Rejected(frame_name(name, index),
-                           f"corrupt video: decoding stopped after {index} frame(s): "
+            yield Rejected(frame_name(name, yielded),
+                           f"corrupt video: decoding stopped after {yielded} frame(s): "
                            f"{_message(exc)}")
             return
-        if max_frames is not None and index >= max_frames:
-            rest = packets - index + _count_packets(container, stream)
+        if max_frames is not None and yielded >= max_frames:
+            rest = packets - yielded + _count_packets(container, stream)
             if rest > 0:
                 yield Rejected(name, f"frame limit reached: kept the first {max_frames} frames, "
                                      f"{rest} more not extracted")
-        elif index == 0:
+        elif yielded == 0:
             yield Rejected(name, "corrupt video: no decodable frames")
-        elif stream.frames and index < stream.frames:
+        elif stream.frames and yielded < stream.frames:
             yield Truncated(name, f"truncated or damaged video: the header declares {stream.frames} "
-                                  f"frames, {stream.frames - index} could not be decoded",
-                            kept=index)
+                                  f"frames, {stream.frames - yielded} could not be decoded",
+                            kept=yielded)
         elif not stream.frames:
             missing = _missing_by_duration(container, stream, last_time)
             if missing > 0:
-                yield Truncated(name, f"truncated video: kept {index} frame(s); its declared "
-                                      f"duration holds about {index + missing}, so about {missing} "
-                                      f"are missing", kept=index)
+                yield Truncated(name, f"truncated video: kept {yielded} frame(s); its declared "
+                                      f"duration holds about {yielded + missing}, so about {missing} "
+                                      f"are missing", kept=yielded)
 
 
-def _to_frame(name: str, index: int, decoded: av.VideoFrame) -> Frame:
-    image = decoded.to_image()  # RGB, whatever the pixel format
+def _to_frame(name: str, decode_index: int, video_frame: av.VideoFrame) -> Frame:
+    image = video_frame.to_image()  # RGB, whatever the pixel format
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=JPEG_QUALITY)
-    return Frame(name=frame_name(name, index), data=buffer.getvalue(), ext="jpg",
+    return Frame(name=frame_name(name, decode_index), data=buffer.getvalue(), ext="jpg",
                  width=image.width, height=image.height)
 
 

@@ -71,8 +71,8 @@ def _video(path: Path, img: np.ndarray | None, n: int) -> Path:
         for i in range(n):
             x = int((img.shape[1] - size - 1) * i / max(1, n - 1))
             y = int((img.shape[0] - size - 1) * i / max(1, n - 1) / 2)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[y:y + size, x:x + size]), format="rgb24")
-            for packet in stream.encode(frame):
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[y:y + size, x:x + size]), format="rgb24")
+            for packet in stream.encode(video_frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

@@ -1,7 +1,8 @@
 """Adding uploaded files to a dataset: frames go to S3 (content-addressed), then into the frame list.
 
-The object is written before the frame is listed, so a frame number never points at a missing
-object; a retried upload writes the same key and finds the frame already listed.
+The object is written before the frame is listed, so a frame index never points at a missing
+object; a retried upload writes the same frame key and finds the frame already listed. Frame index,
+name, key and record: see ``docs/glossary.md``.
 
 A file's frames are reported in three lists: ``added`` (new frames), ``duplicate`` (the same name
 and content was already in the dataset: nothing was added) and ``rejected`` (not an image, corrupt,
@@ -29,19 +30,20 @@ def add_upload(
     added: list[dict[str, Any]] = []
     duplicate: list[dict[str, Any]] = []
     rejected: list[dict[str, str]] = []
-    for item in iter_upload(filename, data, max_video_frames=max_video_frames):
-        if isinstance(item, Rejected):
-            rejected.append({"name": item.name, "reason": item.reason})
+    for outcome in iter_upload(filename, data, max_video_frames=max_video_frames):
+        if isinstance(outcome, Rejected):
+            rejected.append({"name": outcome.name, "reason": outcome.reason})
             continue
-        assert isinstance(item, Frame)
-        digest = hashlib.sha256(item.data).hexdigest()
-        key = Keys.frame(dataset["id"], digest, item.ext)
-        objects.put_bytes(key, item.data, CONTENT_TYPES.get(item.ext, "application/octet-stream"))
-        number, new = store.datasets.add_frame(
-            dataset["id"], name=item.name, digest=digest, key=key, width=item.width, height=item.height
+        assert isinstance(outcome, Frame)
+        digest = hashlib.sha256(outcome.data).hexdigest()
+        frame_key = Keys.frame(dataset["id"], digest, outcome.ext)
+        objects.put_bytes(frame_key, outcome.data, CONTENT_TYPES.get(outcome.ext, "application/octet-stream"))
+        frame_index, new = store.datasets.add_frame(
+            dataset["id"], name=outcome.name, digest=digest, key=frame_key, width=outcome.width, height=outcome.height
         )
-        record = {"frame": number, "name": item.name, "new": new, "width": item.width, "height": item.height}
-        (added if new else duplicate).append(record)
+        reported = {"frame": frame_index, "name": outcome.name, "new": new, "width": outcome.width,
+                    "height": outcome.height}
+        (added if new else duplicate).append(reported)
     return {"added": added, "duplicate": duplicate, "rejected": rejected}
 
 
