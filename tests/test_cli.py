@@ -54,7 +54,6 @@ def test_users_add_prints_a_token_the_api_accepts(env, cluster):
 def test_the_cli_adds_data_and_a_model_annotates_and_exports(env, tmp_path):
     images = tmp_path / "images"
     (images / "sub").mkdir(parents=True)
-    rng = np.random.default_rng(0)
     for i in range(6):
         level = 40 if i % 2 else 220  # bright frames get a box, dark ones none (threshold 0.5 on [0,1])
         Image.fromarray(np.full((24, 32, 3), level, np.uint8)).save(images / "sub" / f"f{i}.png")
