@@ -1,15 +1,18 @@
-"""The annotation data model: shape rules, the COCO RLE codec, chunk results."""
+"""The annotation data model: shape rules, the COCO RLE codec, chunk results and chunk plans."""
 
 from __future__ import annotations
 
 import time
 
+import msgpack
 import numpy as np
 import pytest
 import skimage.data
 
 from cluster.annotations import rle
+from cluster.annotations.chunk_result import ChunkResult
 from cluster.annotations.shapes import POINT_RULES, SHAPE_TYPES
+from cluster.objectstore import Keys
 
 # pycocotools' decode warns under numpy 2; not ours to fix.
 pytestmark = pytest.mark.filterwarnings(
@@ -109,3 +112,21 @@ def test_bad_rle_is_refused():
     with pytest.raises(ValueError, match="negative"):
         rle.area_bbox({"size": [2, 2], "counts": [5, -1]})
 
+
+# -- chunk results ---------------------------------------------------------------------------------
+def test_a_chunk_result_has_the_bytes_and_key_results_were_always_stored_with():
+    frames = [{"frame": 4, "name": "a.jpg", "width": 8, "height": 6, "shapes": [
+        {"type": "mask", "label": "1", "points": [0.0, 0.0, 8.0, 6.0], "score": 0.5, "attributes": {},
+         "rle": {"size": [6, 8], "counts": [0, 48]}}]}]
+    failed = [{"frame": 6, "name": "b.jpg", "reason": "corrupt image"}]
+    # what workers wrote before ChunkResult: ObjectStore.put_msgpack of this dict
+    before = msgpack.packb({"job": "j1", "chunk": 3, "frames": frames, "failed": failed}, use_bin_type=True)
+    result = ChunkResult("j1", 3, frames, failed)
+    assert result.dump() == before
+    assert ChunkResult.load(before) == result
+    assert result.key == Keys.chunk_result("j1", 3) == "jobs/j1/chunks/00000003.msgpack"
+    assert result.annotated(4) == frames[0] and result.annotated(6) is None
+    assert result.failure(6) == failed[0] and result.failure(4) is None
+    given_up = ChunkResult("j1", 3, failed=failed)
+    assert given_up.dump() == msgpack.packb({"job": "j1", "chunk": 3, "frames": [], "failed": failed},
+                                            use_bin_type=True)

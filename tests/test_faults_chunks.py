@@ -59,7 +59,7 @@ def test_a_step_failing_on_the_last_attempt_ends_the_chunk_failed_with_the_reaso
     reason = f"{step} is down"
     target = {"claim": (store.jobs, "claim_chunk"), "read-job": (store.jobs, "get_unchecked"),
               "read-frames": (store.datasets, "frames"), "fetch": (objects, "get_bytes"),
-              "write": (objects, "put_msgpack"), "finish": None}[step]
+              "write": (objects, "put_bytes"), "finish": None}[step]
     if target is not None:
         monkeypatch.setattr(*target, _fail(reason))
     else:  # the finish fails on the retries only (the give-up's own finish must work)

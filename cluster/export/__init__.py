@@ -10,8 +10,8 @@ Input model
 values are ``int(label id)``.
 
 ``frames``: one-shot iterator, in increasing frame order, of
-``{"frame": int, "name": str, "width": int, "height": int, "shapes": [shape, ...]}`` (the frames of
-the chunk results the workers store); a shape is the stored shape of
+``{"frame": int, "name": str, "width": int, "height": int, "shapes": [shape, ...]}`` (the ``frames``
+of the stored :class:`~cluster.annotations.chunk_result.ChunkResult` of each chunk); a shape is the stored shape of
 :mod:`cluster.annotations.shapes`, whose point-count rules apply, except that ``score`` and
 ``attributes`` may be missing and that the points of a mask (its bbox, computed from the RLE) and a
 tag are not needed. A mask's ``rle`` must be sized like the frame.

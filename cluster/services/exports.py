@@ -12,8 +12,9 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
+from cluster.annotations.chunk_result import AnnotatedFrame, ChunkResult
 from cluster.errors import NotFound
-from cluster.objectstore import Keys, ObjectStore
+from cluster.objectstore import ObjectStore
 
 EXPORTS: dict[str, tuple[str, str]] = {
     "cvat": ("application/xml", ".xml"),
@@ -22,17 +23,17 @@ EXPORTS: dict[str, tuple[str, str]] = {
 }
 
 
-def iter_chunk_results(objects: ObjectStore, job: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def iter_chunk_results(objects: ObjectStore, job: dict[str, Any]) -> Iterator[ChunkResult]:
     for chunk in range(int(job["chunk_count"])):
         try:
-            yield objects.get_msgpack(Keys.chunk_result(job["id"], chunk))  # type: ignore[misc]
+            yield ChunkResult.read(objects, job["id"], chunk)
         except NotFound:
             continue  # not processed yet: an export of a running job holds what is done
 
 
-def iter_frames(objects: ObjectStore, job: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def iter_frames(objects: ObjectStore, job: dict[str, Any]) -> Iterator[AnnotatedFrame]:
     for result in iter_chunk_results(objects, job):
-        yield from result["frames"]
+        yield from result.frames
 
 
 def write_export(objects: ObjectStore, job: dict[str, Any], model: dict[str, Any], fmt: str, path: str) -> None:

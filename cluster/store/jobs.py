@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from string import Template
 from typing import Any
@@ -327,7 +327,7 @@ class JobStore(OwnedRecords):
         return sorted(int(c) for c in out)
 
     def finish_chunk(
-        self, job_id: str, chunk: int, *, state: ChunkState, done: int, failed: list[dict[str, Any]]
+        self, job_id: str, chunk: int, *, state: ChunkState, done: int, failed: Sequence[Mapping[str, Any]]
     ) -> bool:
         """Record a chunk's outcome once; a repeat for a finished chunk changes nothing and returns False."""
         if state not in FINISHED_CHUNKS:

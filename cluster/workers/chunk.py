@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
+from cluster.annotations.chunk_result import AnnotatedFrame, ChunkResult, FailedFrame
 from cluster.config import Settings
 from cluster.errors import FrameError, ModelError, PrelabelError, ServiceUnavailable
 from cluster.jobs.states import ChunkState
@@ -28,7 +29,7 @@ from cluster.jobs.thresholds import DEFAULT_THRESHOLD
 from cluster.models.engine import EngineCache, InferenceEngine
 from cluster.models.preprocessing import Preprocessing, apply_preprocessing
 from cluster.models.reading import read_model
-from cluster.objectstore import Keys, ObjectStore
+from cluster.objectstore import ObjectStore
 from cluster.scripts import FrameInput, ScriptPool
 from cluster.scripts.warmup import WarmUp
 from cluster.store import Store
@@ -160,12 +161,12 @@ class ChunkProcessor:
                 frames = self.store.datasets.frames(self.store.jobs.get_unchecked(job_id)["dataset"], start, stop, step)
             except Exception:  # noqa: BLE001 - the frames' names are a nicety; their numbers are known
                 frames = [{"frame": f, "name": ""} for f in range(start, stop, step)]
-        failed = [{"frame": f["frame"], "name": f.get("name", ""), "reason": reason} for f in frames]
+        failed: list[FailedFrame] = [{"frame": f["frame"], "name": f.get("name", ""), "reason": reason}
+                                     for f in frames]
         finished = self.store.jobs.finish_chunk(job_id, chunk, state=ChunkState.FAILED, done=0, failed=failed)
         if finished:
             self.metrics.frames.labels(self.device, "failed").inc(len(failed))
-            self._best_effort(lambda: self.objects.put_msgpack(
-                Keys.chunk_result(job_id, chunk), {"job": job_id, "chunk": chunk, "frames": [], "failed": failed}))
+            self._best_effort(lambda: ChunkResult(job_id, chunk, failed=failed).save(self.objects))
 
     def _record_speed(self, model_id: str, elapsed: float, frames: list[Any], outcomes: list[FrameOutcome]) -> None:
         """Report the chunk's seconds per frame, what later jobs of this model size their chunks by
@@ -183,18 +184,13 @@ class ChunkProcessor:
 
     def _commit(self, job_id: str, chunk: int, outcomes: list[FrameOutcome]) -> None:
         t = time.perf_counter()
-        done = [o for o in outcomes if o.reason is None]
-        failed = [{"frame": o.frame, "name": o.name, "reason": o.reason} for o in outcomes if o.reason is not None]
-        result = {
-            "job": job_id,
-            "chunk": chunk,
-            "frames": [
-                {"frame": o.frame, "name": o.name, "width": o.width, "height": o.height, "shapes": o.shapes}
-                for o in done
-            ],
-            "failed": failed,
-        }
-        self.objects.put_msgpack(Keys.chunk_result(job_id, chunk), result)
+        done: list[AnnotatedFrame] = [
+            {"frame": o.frame, "name": o.name, "width": o.width, "height": o.height, "shapes": o.shapes or []}
+            for o in outcomes if o.reason is None
+        ]
+        failed: list[FailedFrame] = [{"frame": o.frame, "name": o.name, "reason": o.reason}
+                                     for o in outcomes if o.reason is not None]
+        ChunkResult(job_id, chunk, done, failed).save(self.objects)
         t = self._timed("write", t)
         state = ChunkState.DONE if done or not failed else ChunkState.FAILED
         finished = self.store.jobs.finish_chunk(job_id, chunk, state=state, done=len(done), failed=failed)

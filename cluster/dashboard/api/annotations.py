@@ -1,7 +1,7 @@
 """One frame's annotations in a job, read back from the chunk result the worker wrote to S3.
 
 The dashboard's review panel asks for one frame at a time; the answer is the frame's shapes in the
-stored format (see ``cluster.scripts.validate``), or why the frame failed.
+stored format (see ``cluster.annotations.shapes``), or why the frame failed.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from cluster.annotations.chunk_result import ChunkResult
 from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
 from cluster.errors import NotFound
-from cluster.objectstore import Keys
 
 bp = Blueprint("annotations", __name__)
 
@@ -32,18 +32,16 @@ def frame_annotations(job_id: str, frame: int):
     job = c.store.jobs.get(api_user(), job_id)
     chunk = chunk_of(job, frame)
     try:
-        result = c.objects.get_msgpack(Keys.chunk_result(job["id"], chunk))
+        result = ChunkResult.read(c.objects, job["id"], chunk)
     except NotFound:
         raise NotFound(f"frame {frame} of job {job['id']} has no annotations yet: its chunk is not processed") from None
-    for record in result.get("frames", ()):  # type: ignore[union-attr]
-        if record["frame"] == frame:
-            return jsonify({"frame": frame, "name": record["name"], "width": record["width"],
-                            "height": record["height"], "shapes": record.get("shapes") or [], "failed": None})
-    for record in result.get("failed", ()):  # type: ignore[union-attr]
-        if record["frame"] == frame:
-            # A failed frame may never have been decoded: its size is the one recorded at upload.
-            known = c.store.datasets.frames(job["dataset"], frame, frame + 1)
-            width, height = (known[0]["width"], known[0]["height"]) if known else (None, None)
-            return jsonify({"frame": frame, "name": record["name"], "width": width, "height": height,
-                            "shapes": [], "failed": record.get("reason") or "failed"})
+    if (done := result.annotated(frame)) is not None:
+        return jsonify({"frame": frame, "name": done["name"], "width": done["width"],
+                        "height": done["height"], "shapes": done.get("shapes") or [], "failed": None})
+    if (failed := result.failure(frame)) is not None:
+        # A failed frame may never have been decoded: its size is the one recorded at upload.
+        known = c.store.datasets.frames(job["dataset"], frame, frame + 1)
+        width, height = (known[0]["width"], known[0]["height"]) if known else (None, None)
+        return jsonify({"frame": frame, "name": failed["name"], "width": width, "height": height,
+                        "shapes": [], "failed": failed.get("reason") or "failed"})
     raise NotFound(f"frame {frame} is missing from job {job['id']}'s chunk {chunk} result")
