@@ -1,7 +1,7 @@
 import pytest
 
 from cluster.errors import InvalidInput
-from cluster.jobs.plan import FrameRange, parse_frames, plan_chunks
+from cluster.jobs.plan import ChunkPlan, FrameRange, parse_frames
 
 
 def test_a_selection_with_a_step_keeps_every_other_frame_and_includes_the_end():
@@ -33,10 +33,38 @@ def test_a_malformed_selection_is_refused_with_a_clear_message(spec):
 
 def test_chunks_cover_every_selected_frame_exactly_once():
     selection = parse_frames("3-1000:3", 2000)
-    chunks = plan_chunks(selection, 16)
+    chunks = ChunkPlan(selection, 16).chunks()
     covered = [f for c in chunks for f in range(c.start, c.stop, c.step)]
     assert covered == list(range(3, 1001, 3))
     assert all(len(c) <= 16 for c in chunks)
+
+
+@pytest.mark.parametrize("spec, chunk_size", [("3-1000:3", 16), ("0-9", 3), ("5-5", 1), ("1-31:3", 2), ("", 7)])
+def test_a_chunk_plan_finds_the_chunk_of_every_selected_frame(spec, chunk_size):
+    selection = parse_frames(spec, 1000)
+    plan = ChunkPlan(selection, chunk_size)
+    chunks = plan.chunks()
+    assert plan.count == len(chunks) == -(-len(selection) // chunk_size)
+    for index, chunk in enumerate(chunks):
+        assert plan.chunk(index) == chunk
+        for frame in range(chunk.start, chunk.stop, chunk.step):
+            assert plan.includes(frame) and plan.chunk_of(frame) == index
+    outside = [f for f in range(selection.start - 1, selection.stop + 2) if f not in range(*selection.to_list())]
+    assert not any(plan.includes(f) for f in outside)
+    with pytest.raises(ValueError):
+        plan.chunk_of(selection.stop)
+
+
+def test_a_chunk_plan_is_read_back_from_the_job_record():
+    job = {"frames": [3, 1001, 3], "settings": {"chunk_size": 16, "threshold": 0.5}}
+    plan = ChunkPlan.of_job(job)
+    assert plan == ChunkPlan(FrameRange(3, 1001, 3), 16) and plan.span == 48
+    assert plan.chunk(20) == FrameRange(963, 1001, 3)  # the last one is short
+
+
+def test_a_chunk_plan_refuses_chunks_of_no_frames():
+    with pytest.raises(InvalidInput, match="at least 1"):
+        ChunkPlan(FrameRange(0, 10), 0)
 
 
 # -- chunk sizes ------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,15 +55,58 @@ def parse_frames(spec: str | None, frame_count: int) -> FrameRange:
     return FrameRange(start, min(stop, frame_count), step)
 
 
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How a job's selected frames are cut into chunks: chunk ``i`` holds the (at most) ``chunk_size``
+    selected frames from ``frames.start + i * span`` on.
+
+    The job record keeps only the selection and the chunk size, so the submission, the messages sent
+    for each chunk, the retry of failed frames and the annotations API all derive the geometry from
+    here (``ChunkPlan.of_job``) rather than each doing the arithmetic.
+    """
+
+    frames: FrameRange
+    chunk_size: int
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise InvalidInput("chunk size must be at least 1")
+
+    @classmethod
+    def of_job(cls, job: Mapping[str, Any]) -> ChunkPlan:
+        start, stop, step = (int(v) for v in job["frames"])
+        return cls(FrameRange(start, stop, step), int(job["settings"]["chunk_size"]))
+
+    @property
+    def span(self) -> int:
+        """How many frame numbers one chunk covers (``chunk_size`` selected frames, ``step`` apart)."""
+        return self.chunk_size * self.frames.step
+
+    @property
+    def count(self) -> int:
+        return len(range(self.frames.start, self.frames.stop, self.span))
+
+    def chunk(self, index: int) -> FrameRange:
+        start = self.frames.start + index * self.span
+        return FrameRange(start, min(self.frames.stop, start + self.span), self.frames.step)
+
+    def chunks(self) -> list[FrameRange]:
+        return [self.chunk(i) for i in range(self.count)]
+
+    def includes(self, frame: int) -> bool:
+        f = self.frames
+        return f.start <= frame < f.stop and (frame - f.start) % f.step == 0
+
+    def chunk_of(self, frame: int) -> int:
+        """The index of the chunk holding ``frame``, which must be one of the selected frames."""
+        if not self.includes(frame):
+            raise ValueError(f"frame {frame} is not in the selection {self.frames}")
+        return (frame - self.frames.start) // self.span
+
+
 def plan_chunks(frames: FrameRange, chunk_size: int) -> list[FrameRange]:
     """Cut a selection into chunks of at most ``chunk_size`` frames, each its own range."""
-    if chunk_size < 1:
-        raise InvalidInput("chunk size must be at least 1")
-    span = chunk_size * frames.step
-    return [
-        FrameRange(s, min(frames.stop, s + span), frames.step)
-        for s in range(frames.start, frames.stop, span)
-    ]
+    return ChunkPlan(frames, chunk_size).chunks()
 
 
 @dataclass(frozen=True)
@@ -76,7 +120,8 @@ class ChunkSizing:
 
     @classmethod
     def from_settings(cls, settings: Any) -> ChunkSizing:
-        return cls(max(1, int(settings.chunk_size)), float(settings.chunk_seconds), max(1, int(settings.max_chunk_size)))
+        return cls(max(1, int(settings.chunk_size)), float(settings.chunk_seconds),
+                   max(1, int(settings.max_chunk_size)))
 
 
 def adaptive_chunk_size(seconds_per_frame: float | None, frames: int, sizing: ChunkSizing = ChunkSizing()) -> int:

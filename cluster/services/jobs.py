@@ -12,7 +12,7 @@ from cluster.broker.actors import send_chunk
 from cluster.broker.queues import normalize_device, queue_for
 from cluster.config import DEFAULT_DEVICE, Settings
 from cluster.errors import InvalidInput
-from cluster.jobs.plan import ChunkSizing, adaptive_chunk_size, parse_frames, plan_chunks
+from cluster.jobs.plan import ChunkPlan, ChunkSizing, adaptive_chunk_size, parse_frames
 from cluster.jobs.states import ChunkState, JobState
 from cluster.jobs.thresholds import job_threshold
 from cluster.store import Store
@@ -44,16 +44,15 @@ def submit_job(
     selection = parse_frames(frames, count)
     if chunk_size is None:
         chunk_size = adaptive_chunk_size(store.models.speed(mdl["id"], device), len(selection), sizing or ChunkSizing())
-    chunk_size = int(chunk_size)
-    chunks = plan_chunks(selection, chunk_size)  # refuses sizes below 1
+    plan = ChunkPlan(selection, int(chunk_size))  # refuses sizes below 1
     job = store.jobs.create(
         user,
         dataset=ds,
         model=mdl,
         device=device,
         frames=selection,
-        chunks=chunks,
-        settings={"threshold": threshold, "chunk_size": chunk_size, "frames": frames or ""},
+        chunks=plan.chunks(),
+        settings={"threshold": threshold, "chunk_size": plan.chunk_size, "frames": frames or ""},
     )
     enqueue_chunks(store, broker, job["id"])
     return job
@@ -71,12 +70,10 @@ def enqueue_chunks(store: Store, broker: Broker, job_id: str, only_pending: bool
 
 def send_chunks(store: Store, broker: Broker, job: dict[str, Any], chunks: list[int]) -> None:
     """Send one message for each of the job's ``chunks`` (their frame ranges follow from the job)."""
-    start, stop, step = job["frames"]
-    chunk_size = job["settings"]["chunk_size"]
+    plan = ChunkPlan.of_job(job)
     for index in chunks:
-        c_start = start + index * chunk_size * step
-        c_stop = min(stop, c_start + chunk_size * step)
-        send_chunk(broker, job["device"], job["id"], index, c_start, c_stop, step)
+        frames = plan.chunk(index)
+        send_chunk(broker, job["device"], job["id"], index, frames.start, frames.stop, frames.step)
 
 
 def resume_job(store: Store, broker: Broker, user: User, job_id: str, *,
@@ -102,9 +99,7 @@ def retry_failed_job(store: Store, broker: Broker, user: User, job_id: str, *,
     counters and failures taken back in the same step, and is sent again."""
     job = store.jobs.get(user, job_id)
     store.jobs.require_owner(user, job)
-    start, stop, step = job["frames"]
-    span = int(job["settings"]["chunk_size"]) * step
-    chunks = store.jobs.retry_failed(job["id"], start, span, step, stop)
+    chunks = store.jobs.retry_failed(job["id"], ChunkPlan.of_job(job))
     job = store.jobs.get_unchecked(job["id"])
     send_chunks(store, broker, job, chunks)
     return job_status(store, job, failing_warn_s=failing_warn_s) | {"resent_chunks": chunks}

@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from cluster.errors import InvalidTransition
-from cluster.jobs.plan import FrameRange
+from cluster.jobs.plan import ChunkPlan, FrameRange
 from cluster.jobs.states import (
     CHUNK_TRANSITIONS,
     FINISHED_CHUNKS,
@@ -317,13 +317,13 @@ class JobStore(OwnedRecords):
                                      self._parked(job_id)])
         return sorted(int(c) for c in out)
 
-    def retry_failed(self, job_id: str, first: int, span: int, step: int, stop: int) -> list[int]:
+    def retry_failed(self, job_id: str, plan: ChunkPlan) -> list[int]:
         """Reopen every finished chunk that holds a failed frame (counters and failure list
         adjusted in the same step); returns those chunks, which the caller sends again."""
         with redis_errors("retry failed frames"):
             out = self._retry_failed(keys=[self.key(job_id), self._chunks(job_id), self._failed(job_id),
                                            self._deaths(job_id)],
-                                     args=[first, span, step, 0, stop])
+                                     args=[plan.frames.start, plan.span, plan.frames.step, 0, plan.frames.stop])
         return sorted(int(c) for c in out)
 
     def finish_chunk(

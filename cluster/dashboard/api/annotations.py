@@ -14,16 +14,18 @@ from cluster.annotations.chunk_result import ChunkResult
 from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
 from cluster.errors import NotFound
+from cluster.jobs.plan import ChunkPlan
 
 bp = Blueprint("annotations", __name__)
 
 
 def chunk_of(job: dict[str, Any], frame: int) -> int:
     """The index of the chunk holding ``frame``; NotFound if the job's selection does not include it."""
-    start, stop, step = (int(v) for v in job["frames"])
-    if not (start <= frame < stop and (frame - start) % step == 0):
-        raise NotFound(f"frame {frame} is not part of job {job['id']} (frames {start}-{stop - 1}:{step})")
-    return (frame - start) // (int(job["settings"]["chunk_size"]) * step)
+    plan = ChunkPlan.of_job(job)
+    if not plan.includes(frame):
+        f = plan.frames
+        raise NotFound(f"frame {frame} is not part of job {job['id']} (frames {f.start}-{f.stop - 1}:{f.step})")
+    return plan.chunk_of(frame)
 
 
 @bp.get("/jobs/<job_id>/frames/<int:frame>/annotations")
