@@ -1,6 +1,6 @@
 """The process an interpretation script runs in.
 
-Started by ``pool.py`` as a fresh interpreter (never a fork of the worker)::
+Started by ``process.py`` as a fresh interpreter (never a fork of the worker)::
 
     python -I -B -c BOOTSTRAP <dir holding the cluster package> <worker pid> <max message bytes>
 
@@ -260,7 +260,7 @@ class Session:
             self._reply_result(i, result)
 
     def _run_legacy(self, frames: list[dict[str, Any]], context: dict[str, Any]) -> None:
-        ids = [f.get("id") for f in frames]
+        ids: list[Any] = [f.get("id") for f in frames]  # ints the worker sent
         results = _shapes.LegacyResults(ids)
         detections = []
         for f in frames:
@@ -308,6 +308,7 @@ class Session:
         points = 0
         limit = self.max_points
         for i, shape in enumerate(out):
+            p: Any
             if type(shape) is dict and shape.get("mask") is None:  # the common case, kept short
                 p = shape.get("points")
                 if type(p) is list:
