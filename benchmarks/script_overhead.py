@@ -70,7 +70,8 @@ def interpret(outputs, frame, labels, context):
         left.append((cols[0] * sx, r * sy))
         right.append((cols[-1] * sx, r * sy))
     pts = left + right[::-1]
-    return [{"type": "polygon", "label": 1, "points": [float(c) for p in pts for c in p], "score": float(prob[m].mean())}]
+    points = [float(c) for p in pts for c in p]
+    return [{"type": "polygon", "label": 1, "points": points, "score": float(prob[m].mean())}]
 """
 
 MASK_RLE_SCRIPT = """
@@ -132,7 +133,9 @@ def rounds(fns: dict[str, callable], rounds_n: int) -> dict[str, tuple[float, fl
     return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in got.items()}
 
 
-def steady(source: str, outputs: list[dict[str, np.ndarray]], w: int, h: int, rounds_n: int) -> dict[str, tuple[float, float]]:
+def steady(
+    source: str, outputs: list[dict[str, np.ndarray]], w: int, h: int, rounds_n: int
+) -> dict[str, tuple[float, float]]:
     plain, checked = InProcess(source, False), InProcess(source, True)
     frames = [FrameInput(i, w, h, out) for i, out in enumerate(outputs)]
     limits = ScriptLimits(timeout=30)

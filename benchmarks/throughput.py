@@ -347,7 +347,7 @@ def end_to_end(cluster: Any, dataset: dict[str, Any], model_record: dict[str, An
     try:
         warm_frames = cluster.settings.chunk_size * cluster.settings.worker_threads * workers * 2
         params = {"chunk_size": chunk_size} if chunk_size else {}
-        for attempt in range(4):  # until every worker has compiled the model and started the script
+        for _attempt in range(4):  # until every worker has compiled the model and started the script
             cluster.run_job(dataset, model_record, frames=f"0-{min(warm_frames, dataset['frame_count']) - 1}",
                             **params)
             if all(m["frames"] > 0 for m in worker_metrics(started)):
@@ -490,7 +490,10 @@ def breakdown(raw: Path, frames: int) -> dict[str, Any]:
                     key = category
                     break
         chunk_threads[key] = chunk_threads.get(key, 0.0) + seconds
-    per_frame = lambda d: {k: round(1000 * v / max(1, frames), 3) for k, v in sorted(d.items(), key=lambda kv: -kv[1])}
+
+    def per_frame(d: dict[str, float]) -> dict[str, float]:
+        return {k: round(1000 * v / max(1, frames), 3) for k, v in sorted(d.items(), key=lambda kv: -kv[1])}
+
     return {"chunk_threads_ms_per_frame": per_frame(chunk_threads),
             "fetch_threads_ms_per_frame": per_frame(fetch_threads),
             "script_threads_ms_per_frame": per_frame(script_threads),
@@ -520,7 +523,10 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         win = Window()
         job = cluster.run_job(dataset, record, on_poll=poll, poll_s=0.2, timeout_s=7200)
         cluster.stop_workers()
-    mb = lambda b: round(b / 2**20, 1)
+
+    def mb(b: float) -> float:
+        return round(b / 2**20, 1)
+
     own = [s[2] for s in samples if s[2]]
     kids = [s[3] for s in samples if s[2]]
     total = [a + b for a, b in zip(own, kids)]
@@ -554,7 +560,8 @@ from cluster.config import Settings
 from cluster.services.exports import write_export
 from cluster.objectstore import open_object_store
 settings = Settings(**json.loads(sys.argv[1]))
-job, model, fmt, path, traced = json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6] == "1"
+job, model = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+fmt, path, traced = sys.argv[4], sys.argv[5], sys.argv[6] == "1"
 objects = open_object_store(settings)
 me = psutil.Process()
 base = me.memory_info().rss
@@ -571,7 +578,8 @@ write_export(objects, job, model, fmt, path)
 elapsed = time.perf_counter() - t
 traced_peak = tracemalloc.get_traced_memory()[1] if traced else None
 stop.set()
-print(json.dumps({"seconds": elapsed, "rss_before_mb": base / 2**20, "rss_peak_mb": max(peak[0], me.memory_info().rss) / 2**20,
+print(json.dumps({"seconds": elapsed, "rss_before_mb": base / 2**20,
+                  "rss_peak_mb": max(peak[0], me.memory_info().rss) / 2**20,
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "tracemalloc_peak_mb": None if traced_peak is None else traced_peak / 2**20,
                   "file_mb": os.path.getsize(path) / 2**20}))
@@ -694,7 +702,7 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
 def print_summary(res: dict[str, Any]) -> None:
     summary = summarize(res)
     say(f"{res['model']} {res['size']}, {res['frames']} frames   fps   cores used (ours/others')   CPU ms/frame")
-    for short, key, label in STAGES:
+    for short, _key, label in STAGES:
         row = summary["stages"].get(short)
         if row:
             say(f"  {label:28s} {row['fps']:8.2f}   {row['ours_cores'] or 0:.2f} / {row['others_cores'] or 0:.2f}"
@@ -790,8 +798,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     t = time.perf_counter()
     frames = make_frames(count, size, seed=0)
     say(f"frames: {describe(frames)} (made in {time.perf_counter() - t:.0f}s)")
-    res: dict[str, Any] = {"revision": revision(), "model": args.model, "size": args.size, "frames": count, "cores": os.cpu_count(),
-                           "chunk_size": args.chunk_size, "load_start": load()}
+    res: dict[str, Any] = {"revision": revision(), "model": args.model, "size": args.size, "frames": count,
+                           "cores": os.cpu_count(), "chunk_size": args.chunk_size, "load_start": load()}
 
     if "a" in stages:
         res["a_benchmark_app"] = benchmark_app(model, args.bench_time)

@@ -148,7 +148,7 @@ def register_model(
 
         xml_path, bin_path = save_ir(ov_model, tmpdir / "ir")
         model_id = new_id()
-        files = {"model.xml": Keys.model_file(model_id, "model.xml"), "model.bin": Keys.model_file(model_id, "model.bin")}
+        files = {name: Keys.model_file(model_id, name) for name in ("model.xml", "model.bin")}
         objects.put_file(files["model.xml"], str(xml_path))
         objects.put_file(files["model.bin"], str(bin_path))
     script_key = Keys.model_file(model_id, "script.py")
