@@ -130,3 +130,11 @@ def test_a_chunk_result_has_the_bytes_and_key_results_were_always_stored_with():
     given_up = ChunkResult("j1", 3, failed=failed)
     assert given_up.dump() == msgpack.packb({"job": "j1", "chunk": 3, "frames": [], "failed": failed},
                                             use_bin_type=True)
+
+
+def test_rle_decodes_to_either_memory_order_with_the_same_pixels():
+    mask = skimage.data.coins() > 120
+    r = rle.encode(mask)
+    c, f = rle.decode(r), rle.decode(r, order="F")
+    assert c.flags.c_contiguous and f.flags.f_contiguous
+    assert np.array_equal(c, mask) and np.array_equal(f, mask)

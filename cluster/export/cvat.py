@@ -169,7 +169,7 @@ def _shape_xml(shape: Shape, frame: FrameResult, labels: Mapping[str, str],
                   ("xbr", f"{max(x1, x2):.2f}"), ("ybr", f"{max(y1, y2):.2f}")]
     elif kind == "mask":
         try:
-            encoded = cvat_encode(coco_rle.decode(shape.rle or {}))
+            encoded = cvat_encode(coco_rle.decode(shape.rle or {}, order="F"))
         except ValueError as exc:
             summary.skip("invalid mask", f"frame {frame.frame} {frame.name!r}: {exc}")
             return None

@@ -188,7 +188,7 @@ def _render(frame: FrameResult, labels: Mapping[str, str], values: Mapping[str, 
         where = f"frame {frame.frame} {frame.name!r}"
         if shape.type == "mask":
             try:
-                canvas[coco_rle.decode(shape.rle or {})] = value
+                canvas[coco_rle.decode(shape.rle or {}, order="F")] = value
             except ValueError as exc:
                 summary.skip("invalid mask", f"{where}: {exc}")
                 continue
