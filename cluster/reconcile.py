@@ -29,7 +29,7 @@ from cluster.jobs.states import ChunkState, JobState
 from cluster.store import Store
 from cluster.store.base import PREFIX, redis_errors
 
-log = logging.getLogger("prelabel.reconcile")
+log = logging.getLogger(__name__)
 
 LOCK = PREFIX + "reconcile:lock"
 SUSPECTS = PREFIX + "reconcile:suspects"  # "job:chunk" -> when it was first seen without a message

@@ -14,7 +14,7 @@ import threading
 
 from cluster.broker.setup import PrelabelBroker
 
-log = logging.getLogger("prelabel.maintenance")
+log = logging.getLogger(__name__)
 
 
 def device_queues(broker: PrelabelBroker) -> list[str]:

@@ -12,7 +12,7 @@ from cluster.config import Settings
 from cluster.dashboard.clients import Clients
 from cluster.errors import PrelabelError
 
-log = logging.getLogger("prelabel.dashboard")
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -29,11 +29,12 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, jsonify, render_template, request
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wrappers import Response as BaseResponse
 
 from cluster.config import Settings
 from cluster.store.sessions import LoginLimiter, Session, SessionStore
 
-log = logging.getLogger("prelabel.dashboard")
+log = logging.getLogger(__name__)
 
 COOKIE = "prelabel_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -165,7 +166,7 @@ def _refuse(reason: str):
     return render_template("error.html", error=error, user=None), 403
 
 
-def set_session_cookie(response: Response, session: Session) -> None:
+def set_session_cookie(response: BaseResponse, session: Session) -> None:
     settings = _settings()
     response.set_cookie(
         COOKIE, session.id, max_age=int(settings.session_ttl_s), path="/", httponly=True, samesite="Lax",
@@ -173,7 +174,7 @@ def set_session_cookie(response: Response, session: Session) -> None:
     )
 
 
-def clear_session_cookie(response: Response) -> None:
+def clear_session_cookie(response: BaseResponse) -> None:
     settings = _settings()
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Lax",
                            secure=bool(settings.secure_cookies or request.is_secure))
@@ -182,7 +183,10 @@ def clear_session_cookie(response: Response) -> None:
 def init_app(app: Flask, settings: Settings) -> None:
     if settings.proxy_hops > 0:
         n = settings.proxy_hops
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)
+        # Flask's documented way to put WSGI middleware in front of the app.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0
+        )
 
     @app.before_request
     def _csrf():

@@ -27,7 +27,7 @@ from cluster.local.ports import free_port
 from cluster.local.process import ManagedProcess
 from cluster.scripts.sandbox import make_non_dumpable
 
-log = logging.getLogger("prelabel.up")
+log = logging.getLogger(__name__)
 
 
 def _credentials(data_dir: Path) -> dict[str, str]:

@@ -19,7 +19,7 @@ from cluster.reconcile import Reconciler
 from cluster.store import Store
 from cluster.workers.health import Heartbeat
 
-log = logging.getLogger("prelabel.worker")
+log = logging.getLogger(__name__)
 
 
 class Keeper(threading.Thread):

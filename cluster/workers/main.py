@@ -41,7 +41,7 @@ from cluster.workers.keeper import Keeper
 from cluster.workers.metrics import WorkerMetrics
 from cluster.workers.middleware import MessageTiming
 
-log = logging.getLogger("prelabel.worker")
+log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings, device: str) -> int:
