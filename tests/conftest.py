@@ -9,6 +9,11 @@
   if it is killed.
 * ``settings`` points at both; its S3 bucket is unique to the run and is NOT created here (code
   under test creates it, as it would in production).
+* Markers (registered in pyproject.toml): a test that asks, directly or through another fixture,
+  for one in ``SERVER_FIXTURES`` or ``BROWSER_FIXTURES`` is marked ``integration`` here (and
+  ``browser`` for the latter); a module or test that starts processes itself carries
+  ``pytest.mark.integration``. ``pytest -m "not integration"`` is the fast run; plain ``pytest``
+  runs everything.
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ pytest_plugins = ["cluster_fixtures"]
 S3_ACCESS_KEY = "prelabel-test"
 S3_SECRET_KEY = f"prelabel-test-{uuid.uuid4().hex}"
 S3_BUCKET = f"prelabel-test-{uuid.uuid4().hex[:10]}"
+
+# Fixtures that start servers: every fixture that needs a server depends on one of these, and
+# item.fixturenames is the closure of what a test asks for, so listing the roots is enough.
+SERVER_FIXTURES = frozenset({"valkey_server", "seaweed_server"})
+# Fixtures that launch Chromium (test_dashboard_browser, test_web_security_browser).
+BROWSER_FIXTURES = frozenset({"browser"})
 
 _ISOLATION = pytest.StashKey[tuple[Path, dict[str, str | None]]]()
 
@@ -54,6 +65,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         else:
             os.environ[name] = value
     shutil.rmtree(home, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        browser = bool(names & BROWSER_FIXTURES)
+        if browser:
+            item.add_marker(pytest.mark.browser)
+        if browser or names & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -188,6 +188,7 @@ def test_ingest_verifies_big_images_one_at_a_time_too():
 # Archives and upload size
 
 
+@pytest.mark.integration  # deflates 1 GiB to build its zip bomb: seconds of CPU
 def test_a_zip_bomb_with_an_mp4_header_is_refused_before_anything_is_written(zip_bomb, monkeypatch):
     spools = []
     real = ingest.tempfile.TemporaryFile
@@ -325,6 +326,7 @@ def test_openvino_device_names_are_accepted(device, name):
     assert normalize_device(device) == name
 
 
+@pytest.mark.integration  # runs `prelabel up` and `prelabel worker`
 def test_prelabel_up_and_worker_refuse_a_bad_device_before_starting_anything(tmp_path):
     import os
     import subprocess

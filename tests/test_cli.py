@@ -14,6 +14,8 @@ import requests
 from cluster_fixtures import tiny_model
 from PIL import Image
 
+pytestmark = pytest.mark.integration  # runs `prelabel` as a process
+
 SCRIPT = '''
 import numpy as np
 

@@ -364,6 +364,7 @@ def _peaks(write, count: int, checkpoint: int) -> tuple[float, float, float]:
     return peaks[0] / 1e6, peaks[1] / 1e6, peaks[2] / 1e6
 
 
+@pytest.mark.integration  # minutes of writing exports under tracemalloc
 def test_twenty_thousand_frames_keep_memory_flat(tmp_path: Path):
     labels = {"1": "car", "2": "road"}
 

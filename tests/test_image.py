@@ -21,7 +21,8 @@ BUILD = ROOT / "k8s" / "tools" / "build-image.sh"
 IMAGE = os.environ.get("PRELABEL_TEST_IMAGE_TAG", "localhost/prelabel:dev")
 BUILD_TIMEOUT_S = 1200
 
-pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
+pytestmark = [pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed"),
+              pytest.mark.integration]  # builds and runs the image under podman
 
 PROBE = r"""
 import importlib.util, json, os, pwd, shutil, tempfile

@@ -30,6 +30,7 @@ from cluster.local import (
     start_valkey,
 )
 
+pytestmark = pytest.mark.integration  # starts Valkey and SeaweedFS itself
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG")
 
 

@@ -56,8 +56,11 @@ if not CORPUS.is_dir():  # CI runs in a fresh clone with shared/ beside it; deve
 BENIGN = CORPUS / "benign"
 HOSTILE = CORPUS / "hostile"
 needs_corpus = pytest.mark.skipif(not HOSTILE.is_dir(), reason="the shared sandbox corpus is not present")
-pytestmark = pytest.mark.skipif(sys.platform != "linux" or os.uname().machine not in seccomp.ARCHES,
-                                reason="the OS sandbox is for Linux on x86_64 and aarch64")
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux" or os.uname().machine not in seccomp.ARCHES,
+                       reason="the OS sandbox is for Linux on x86_64 and aarch64"),
+    pytest.mark.integration,  # sandboxed script processes, a sacrificial worker process
+]
 
 LABELS = {"0": "background", "1": "person", "2": "car", "3": "dog", "4": "cat"}
 MACHINE = os.uname().machine

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.integration  # runs `prelabel script` as a process
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "sandbox"
 if not CORPUS.is_dir():  # CI runs in a fresh clone with shared/ beside it; developers under /work

@@ -14,6 +14,8 @@ from cluster.scripts.pool import ScriptPool
 from cluster.scripts.runner import FrameInput, ScriptRunner
 from cluster.scripts.warmup import WarmUp, synthetic_like
 
+pytestmark = pytest.mark.integration  # script processes (ScriptRunner, ScriptPool)
+
 LABELS = {"1": "person"}
 
 COUNTING = textwrap.dedent("""

@@ -32,6 +32,8 @@ from cluster.scripts.process import child_env
 from cluster.scripts.runner import FrameInput, ScriptRunner
 from cluster.scripts.validate import validate_shapes
 
+pytestmark = pytest.mark.integration  # script processes (ScriptRunner, ScriptPool)
+
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "sandbox"
 if not CORPUS.is_dir():  # CI runs in a fresh clone with shared/ beside it; developers under /work
     CORPUS = Path("/work/shared/sandbox")

@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
 from cluster.local.ports import free_port
+
+pytestmark = pytest.mark.integration  # runs `prelabel up`
 
 
 def _up(home: Path, data: Path, port: int) -> subprocess.Popen:

@@ -28,6 +28,8 @@ from cluster.zoo import ZooArtifacts, ZooEntry, get_entry, load_zoo
 from cluster.zoo.fetch import fetch_wheel_file
 from cluster.zoo.registry import SCRIPTS_DIR
 
+pytestmark = pytest.mark.integration  # the zoo's real model, its script in script processes
+
 SCRIPT_PATH = SCRIPTS_DIR / "selfie_segmentation.py"
 
 # MediaPipe 0.10.21's own graph (ImageToTensor + TFLite InferenceCalculator with its custom-op

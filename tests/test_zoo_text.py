@@ -31,6 +31,8 @@ from cluster.zoo import ZooArtifacts, load_zoo
 from cluster.zoo.install import resolve_name
 from cluster.zoo.registry import SCRIPTS_DIR
 
+pytestmark = pytest.mark.integration  # the zoo's real model, its script in script processes
+
 SCRIPT_PATH = SCRIPTS_DIR / "text_detection.py"
 LABELS = {"1": "text"}
 MAP = 736
