@@ -89,6 +89,12 @@ class ScriptError(InvalidInput):
 
     code = "script"
 
+    @property
+    def line(self) -> int:
+        """The script line the error points at (its ``line`` detail); 0 when it points at none."""
+        line = self.details.get("line")
+        return line if isinstance(line, int) else 0
+
 
 class FrameError(PrelabelError):
     """One frame cannot be annotated (corrupt image, script failure); the chunk goes on."""

@@ -90,7 +90,8 @@ def cmd_script_check(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     style = report.style or STYLE_LEGACY
-    how = "interpret(outputs, frame, labels, context)" if style != STYLE_LEGACY else "CVAT 2019 globals detections/results"
+    how = ("interpret(outputs, frame, labels, context)" if style != STYLE_LEGACY
+           else "CVAT 2019 globals detections/results")
     print(f"{args.file}: ok, {style} style ({how}), {level}")
     print(f"imports: {', '.join(report.imports) if report.imports else '(none)'}")
     return 0
@@ -145,7 +146,7 @@ def _load_labels(path: str | None) -> dict[str, str]:
 
 
 def _print_script_error(path: str, err: ScriptError) -> None:
-    line = int(err.details.get("line") or 0)
+    line = err.line
     message = err.message
     if line and f"line {line}" not in message:
         message = f"{message} (script line {line})"

@@ -200,13 +200,14 @@ def _find_spec(name: str) -> importlib.machinery.ModuleSpec | None:
     try:
         spec = importlib.util.find_spec(parts[0]) if parts[0] not in sys.modules else _find_spec(parts[0])
         for i in range(1, len(parts)):
-            if spec is None or spec.submodule_search_locations is None:
+            locations = spec.submodule_search_locations if spec is not None else None
+            if locations is None:
                 return None
             full = ".".join(parts[: i + 1])
             if full in sys.modules:
                 spec = _find_spec(full)
                 continue
-            spec = importlib.machinery.PathFinder.find_spec(full, list(spec.submodule_search_locations))
+            spec = importlib.machinery.PathFinder.find_spec(full, list(locations))
     except (ImportError, ValueError, AttributeError):
         return None
     return spec
@@ -268,13 +269,13 @@ def check_script(
     try:
         tree = parse(source)
     except ScriptError as exc:
-        report.add(exc.message, int(exc.details.get("line", 0) or 0))
+        report.add(exc.message, exc.line)
         return report
     report.style = detect_style(tree)
     try:
         refs = find_imports(tree)
     except ScriptError as exc:
-        report.add(exc.message, int(exc.details.get("line", 0) or 0))
+        report.add(exc.message, exc.line)
         return report
     seen: set[str] = set()
     refused: set[str] = set()

@@ -28,7 +28,7 @@ def submit_job(
     model: str,
     device: str = DEFAULT_DEVICE,
     frames: str | None = None,
-    threshold: float | None = None,
+    threshold: float | str | None = None,  # a number, or its text from a form: checked here
     chunk_size: int | None = None,
     sizing: ChunkSizing | None = None,
 ) -> dict[str, Any]:

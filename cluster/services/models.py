@@ -95,7 +95,7 @@ def register_model(
     script: Upload,
     preprocessing: dict[str, Any] | None,
     trusted: bool = False,
-    threshold: float | None = None,
+    threshold: float | str | None = None,  # a number, or its text from a form: checked here
     settings: Settings,
 ) -> dict[str, Any]:
     """Check and store a model. ``threshold``: what jobs of this model pass their script as

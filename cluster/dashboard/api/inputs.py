@@ -6,7 +6,7 @@ Python error (500) or as an out-of-range Redis argument.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 from flask import request
 
@@ -45,6 +45,10 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
     return min(high, max(low, value))
 
 
+@overload
+def string_field(body: dict[str, Any], name: str, required: Literal[True] = True) -> str: ...
+@overload
+def string_field(body: dict[str, Any], name: str, required: bool) -> str | None: ...
 def string_field(body: dict[str, Any], name: str, required: bool = True) -> str | None:
     """``body[name]`` as a string; InvalidInput if it is missing (when required) or not a string."""
     value = body.get(name)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Literal, overload
 
 from flask import Blueprint, jsonify, request
 
@@ -12,6 +13,10 @@ from cluster.services.models import Upload, register_model
 bp = Blueprint("models", __name__)
 
 
+@overload
+def _upload(field: str, required: Literal[True] = True) -> Upload: ...
+@overload
+def _upload(field: str, required: bool) -> Upload | None: ...
 def _upload(field: str, required: bool = True) -> Upload | None:
     f = request.files.get(field)
     if f is None:

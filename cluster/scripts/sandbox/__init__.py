@@ -14,9 +14,10 @@ after the script's imports are loaded and before any script code runs, and for a
 6. sets resource limits (memory, CPU, no processes, no file growth, no new fds, no core),
 7. installs the seccomp filter (``seccomp.py``) on every thread.
 
-A trusted script gets only the memory and CPU limits, no_new_privs, no capabilities and non-dumpable. Any failure of a step an untrusted script
-needs raises, so the load fails instead of running the script unconfined; only Landlock may be
-missing ("auto"), in which case seccomp alone forbids opening files.
+A trusted script gets only the memory and CPU limits, no_new_privs, no capabilities and
+non-dumpable. Any failure of a step an untrusted script needs raises, so the load fails instead of
+running the script unconfined; only Landlock may be missing ("auto"), in which case seccomp alone
+forbids opening files.
 
 ``make_non_dumpable()`` is for the worker: a script process of the same uid cannot then read the
 worker's /proc/<pid>/mem, environ or fds, nor ptrace it, even if it escaped its own sandbox.

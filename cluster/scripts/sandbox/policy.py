@@ -69,7 +69,8 @@ class SandboxPolicy:
         uid = gid = None
         if self.user is not None:
             try:
-                pw = pwd.getpwnam(self.user) if isinstance(self.user, str) and not self.user.isdigit() else pwd.getpwuid(int(self.user))
+                pw = (pwd.getpwnam(self.user) if isinstance(self.user, str) and not self.user.isdigit()
+                      else pwd.getpwuid(int(self.user)))
                 uid, gid = pw.pw_uid, pw.pw_gid
             except KeyError:
                 if isinstance(self.user, str) and not self.user.isdigit():
@@ -78,7 +79,8 @@ class SandboxPolicy:
                 gid = uid
         if self.group is not None:
             try:
-                gid = grp.getgrnam(self.group).gr_gid if isinstance(self.group, str) and not self.group.isdigit() else int(self.group)
+                gid = (grp.getgrnam(self.group).gr_gid if isinstance(self.group, str) and not self.group.isdigit()
+                       else int(self.group))
             except KeyError:
                 raise ValueError(f"unknown group {self.group!r} for the script sandbox") from None
         if uid == 0:

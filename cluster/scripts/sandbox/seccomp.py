@@ -324,7 +324,8 @@ def set_no_new_privs() -> None:
 
 def _action_available(action: int, seccomp_nr: int) -> bool:
     a = ctypes.c_uint32(action)
-    return _syscall(ctypes.c_long(seccomp_nr), ctypes.c_uint(SECCOMP_GET_ACTION_AVAIL), ctypes.c_uint(0), ctypes.byref(a)) == 0
+    nr, op = ctypes.c_long(seccomp_nr), ctypes.c_uint(SECCOMP_GET_ACTION_AVAIL)
+    return _syscall(nr, op, ctypes.c_uint(0), ctypes.byref(a)) == 0
 
 
 def install(program: list[tuple[int, int, int, int]], machine_name: str | None = None) -> dict[str, Any]:
@@ -348,7 +349,8 @@ def install(program: list[tuple[int, int, int, int]], machine_name: str | None =
     mode = _prctl(PR_GET_SECCOMP, 0, 0, 0, 0)
     if mode != SECCOMP_MODE_FILTER:
         raise OSError(errno.EPERM, f"seccomp filter not in force after installing it (mode {mode})")
-    return {"arch": machine_name, "instructions": len(program), "allowed": len([n for n in ALLOW if NR[n][idx] is not None])}
+    allowed = len([n for n in ALLOW if NR[n][idx] is not None])
+    return {"arch": machine_name, "instructions": len(program), "allowed": allowed}
 
 
 def name_of(number: int, machine_name: str | None = None) -> str:
