@@ -175,7 +175,8 @@ class Sampler(threading.Thread):
 @dataclass
 class Recording:
     trace: Trace
-    marks: dict[str, float]  # submit, queued, killed, maintenance, requeued, worker2, done: seconds on the trace's clock
+    # submit, queued, killed, maintenance, requeued, worker2, done: seconds on the trace's clock
+    marks: dict[str, float]
     job: dict  # its final status
     types: dict[str, str]  # Redis types of the keys with the job queued
 
@@ -211,11 +212,15 @@ def recording(session_settings, scaled_object, tmp_path_factory) -> Recording:
     xml, bin_ = tiny_model(tmp / "tiny")
     model = register(api, "tiny", xml, bin_, SLOW_SCRIPT, {"1": "thing"})
     dataset = api.post("/api/datasets", json={"name": "noise"})
-    api.post(f"/api/datasets/{dataset['id']}/files", files=[("file", (f"f{i:03d}.jpg", _jpeg(i))) for i in range(FRAMES)])
+    frames = [("file", (f"f{i:03d}.jpg", _jpeg(i))) for i in range(FRAMES)]
+    api.post(f"/api/datasets/{dataset['id']}/files", files=frames)
 
     keys = tuple(dict.fromkeys(KEYS + scaled_object.keys))
     client = redis.Redis.from_url(settings.redis_url)
-    lengths = lambda: keda_lengths(client, KEYS)
+
+    def lengths() -> dict[str, int]:
+        return keda_lengths(client, KEYS)
+
     sampler = Sampler(settings.redis_url, keys)
     logs = [tmp / "worker1.log", tmp / "worker2.log"]
     marks: dict[str, float] = {}
@@ -282,7 +287,8 @@ def _summary(rec: Recording) -> str:
     queued, done = rec.marks["queued"], rec.marks["done"]
     return (f"{len(s)} samples over {rec.trace.end - rec.trace.start:.1f} s; job {done - queued:.1f} s; "
             f"max waiting {max(x[WAITING] for _, x in s)}, max in flight {max(_in_flight(x) for _, x in s)}, "
-            f"max delayed {max(x[DELAYED] for _, x in s)}; marks " + ", ".join(f"{k} {v:.2f}" for k, v in rec.marks.items()))
+            f"max delayed {max(x[DELAYED] for _, x in s)}; marks "
+            + ", ".join(f"{k} {v:.2f}" for k, v in rec.marks.items()))
 
 
 # -- replays -----------------------------------------------------------------------------------------
@@ -415,7 +421,8 @@ def test_the_new_trigger_scales_to_zero_once_the_job_is_done_and_the_cooldown_ha
         zero = next(d.t for d in r.decisions if d.t > r.activated and d.replicas == 0)
         assert zero > end, "not before the last message is acknowledged"
         # KEDA's last active poll is at most one interval before the end; zero waits out the cooldown
-        assert end + so.cooldown_s - so.polling_s < zero <= end + so.cooldown_s + 2 * so.polling_s, _timeline(r.decisions)
+        assert end + so.cooldown_s - so.polling_s < zero <= end + so.cooldown_s + 2 * so.polling_s, \
+            _timeline(r.decisions)
 
 
 def test_the_old_waiting_list_trigger_scales_to_zero_while_messages_are_unacknowledged(
@@ -428,7 +435,8 @@ def test_the_old_waiting_list_trigger_scales_to_zero_while_messages_are_unacknow
     world = rec.trace.until(rec.marks["maintenance"])  # then held: nothing moves any more
     queued, end = _first_with_work(world), world.end
     extra = old.cooldown_s + 10 * old.polling_s
-    tail = [s for t, s in rec.trace.samples if queued < t < rec.marks["killed"] and s[WAITING] == 0 and _in_flight(s) > 0]
+    tail = [s for t, s in rec.trace.samples
+            if queued < t < rec.marks["killed"] and s[WAITING] == 0 and _in_flight(s) > 0]
     print(f"while running: {len(tail) * SAMPLE_S:.2f} s with an empty waiting list and chunks in flight")
     for r in _replays(old, world, queued, end, extra_s=extra):
         assert r.activated is not None, "the old trigger did start a worker for the waiting messages"

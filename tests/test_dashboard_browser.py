@@ -353,7 +353,8 @@ def test_the_annotations_api_finds_each_frame_of_a_job_with_a_step_across_chunks
             assert answer["shapes"] == [] and "refusing to label bad-frame.png" in answer["failed"]
         else:
             assert answer["failed"] is None
-            assert [s["type"] for s in answer["shapes"]] == ["rectangle", "polygon", "polyline", "points", "mask", "tag"]
+            kinds = ["rectangle", "polygon", "polyline", "points", "mask", "tag"]
+            assert [s["type"] for s in answer["shapes"]] == kinds
     headers = {"Authorization": f"Bearer {client.token}"}
     for frame in (0, 2, 32, 10_000):  # not in the selection 1, 4, ..., 31
         r = requests.get(f"{cluster.api_url}/api/jobs/{job['id']}/frames/{frame}/annotations", headers=headers,

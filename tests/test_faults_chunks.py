@@ -70,7 +70,7 @@ def test_a_step_failing_on_the_last_attempt_ends_the_chunk_failed_with_the_reaso
     processor.files.cache_dir = settings.cache_dir  # noqa: B010 - nothing cached yet either way
 
     processor.last_attempt = lambda: False
-    with pytest.raises(Exception):
+    with pytest.raises(ServiceUnavailable, match=reason):
         processor(job["id"], 0, 0, 8, 1)
     assert store.jobs.chunk_states(job["id"])[0].value == "pending", "a failed delivery hands its chunk back"
     status = api.get(f"/api/jobs/{job['id']}")

@@ -51,7 +51,8 @@ def env(session_settings, tmp_path):
     xml, bin_ = tiny_model(tmp_path / "tiny")
     files = [("model", (xml.name, xml.read_bytes())), ("weights", (bin_.name, bin_.read_bytes())),
              ("labels", ("labels.json", json.dumps({"label_map": {"1": "thing"}}).encode())),
-             ("script", ("script.py", f"KILL = {str(kill)!r}\nFAIL = {str(fail)!r}\nSELFKILL = {str(selfkill)!r}\n{SCRIPT}".encode()))]
+             ("script", ("script.py", (f"KILL = {str(kill)!r}\nFAIL = {str(fail)!r}\n"
+                                       f"SELFKILL = {str(selfkill)!r}\n{SCRIPT}").encode()))]
     model = api.post("/api/models", files=files, data={"name": "tiny", "preprocessing": "{}", "trusted": "true"})
     workers = []
 

@@ -242,7 +242,8 @@ POD_MONITOR = {"type": "object", "required": ["apiVersion", "kind", "metadata", 
         "podTargetLabels": {"type": "array", "items": _STR},
         "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": {"type": "object", "properties": {
             "port": _STR, "path": {"type": "string", "pattern": "^/"},
-            "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+            "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?"
+                                                      "(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
             "scrapeTimeout": _STR, "scheme": {"enum": ["http", "https"]}, "honorLabels": {"type": "boolean"}}}}}}}}
 
 
@@ -286,7 +287,8 @@ def test_each_device_scales_on_its_unacknowledged_and_delayed_messages_down_to_z
             assert _sets_env(objects, container, "REDIS_ADDRESS"), f"{overlay}: worker has no REDIS_ADDRESS"
             if overlay != "dev":   # external Redis: its password through the TriggerAuthentication
                 auth = find(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
-                assert {"parameter": "password", "name": "prelabel-redis", "key": "password"} in auth["spec"]["secretTargetRef"]
+                password = {"parameter": "password", "name": "prelabel-redis", "key": "password"}
+                assert password in auth["spec"]["secretTargetRef"]
         behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
         assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 300
         assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
@@ -374,7 +376,7 @@ def test_every_secret_reference_names_a_secret_and_key_of_the_contract_for_its_v
 def test_the_dev_overlay_generates_every_secret_its_pods_need_and_production_none():
     objects = render("dev")
     secrets = {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == "Secret"}
-    for where, variable, secret, key, optional in _secret_refs(objects):
+    for where, _variable, secret, key, optional in _secret_refs(objects):
         if not optional:
             assert secret in secrets and key in secrets[secret].get("data", {}), f"dev: {where} needs {secret}/{key}"
     for secret in secrets.values():   # the placeholders say what they are
@@ -496,7 +498,8 @@ def test_the_public_service_exposes_only_http_and_the_pod_monitor_scrapes_metric
         assert ingress["spec"]["ingressClassName"] == "nginx"
         assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
         (rule,) = ingress["spec"]["rules"]
-        assert rule["http"]["paths"][0]["backend"]["service"] == {"name": "prelabel-dashboard", "port": {"name": "http"}}
+        backend = rule["http"]["paths"][0]["backend"]
+        assert backend["service"] == {"name": "prelabel-dashboard", "port": {"name": "http"}}
         monitor = find(objects, "PodMonitor", "prelabel")
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
         assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
@@ -543,7 +546,8 @@ def test_network_policies_let_workers_reach_only_redis_s3_and_dns_and_only_prome
         component = labels.get("app.kubernetes.io/component")
         if component not in ("worker", "dashboard"):
             continue
-        pod_ports = {p["name"]: p["containerPort"] for c in pod_spec(workload)["containers"] for p in c.get("ports", [])}
+        pod_ports = {p["name"]: p["containerPort"]
+                     for c in pod_spec(workload)["containers"] for p in c.get("ports", [])}
         ingress = [rule for p in _policies_for(objects, labels, "Ingress") for rule in p["spec"].get("ingress", [])]
         from_monitoring = [r for r in ingress if r.get("from") == [
             {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]]
@@ -555,14 +559,16 @@ def test_network_policies_let_workers_reach_only_redis_s3_and_dns_and_only_prome
             assert others == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
         egress = [rule for p in _policies_for(objects, labels, "Egress") for rule in p["spec"]["egress"]]
         assert egress and all("to" not in rule for rule in egress)
-        assert _port_numbers(egress, {}) == {(6379, "TCP"), (s3_port, "TCP"), (53, "UDP"), (53, "TCP")}, name_of(workload)
+        assert _port_numbers(egress, {}) == {(6379, "TCP"), (s3_port, "TCP"), (53, "UDP"), (53, "TCP")}, \
+            name_of(workload)
 
 
 # --- GPU ----------------------------------------------------------------------------------------
 
 
 @needs_kubectl
-@pytest.mark.parametrize("overlay, resource", [("intel-gpu", "gpu.intel.com/i915"), ("intel-gpu-xe", "gpu.intel.com/xe")])
+@pytest.mark.parametrize("overlay, resource",
+                         [("intel-gpu", "gpu.intel.com/i915"), ("intel-gpu-xe", "gpu.intel.com/xe")])
 def test_the_gpu_overlay_renders_with_either_resource_name_the_render_group_and_the_gpu_image(overlay, resource):
     deployment = find(render(overlay), "Deployment", "prelabel-worker-gpu")
     spec = deployment["spec"]["template"]["spec"]

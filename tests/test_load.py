@@ -44,7 +44,8 @@ def test_twenty_users_submitting_five_jobs_each_at_once_all_finish_with_no_serve
     assert sorted(by_user.values()) == [5] * 20, "every user's every job finished: none starved"
     assert not [s for s in result.statuses if s >= 500]
     for endpoint, p in result.percentiles().items():
-        print(f"{endpoint:<22} n={p['n']:<5} p50 {p['p50_ms']:.0f} ms  p95 {p['p95_ms']:.0f} ms  max {p['max_ms']:.0f} ms")
+        print(f"{endpoint:<22} n={p['n']:<5} p50 {p['p50_ms']:.0f} ms  p95 {p['p95_ms']:.0f} ms  "
+              f"max {p['max_ms']:.0f} ms")
     seconds = result.job_seconds()
     print(f"jobs: {len(seconds)} finished; submit to final state median {seconds[len(seconds) // 2]:.1f} s, "
           f"max {seconds[-1]:.1f} s")

@@ -367,7 +367,8 @@ def test_the_dashboard_processes_are_non_dumpable_and_a_trusted_scripts_check_se
         "labels": ("labels.json", json.dumps({"label_map": {"1": "x"}}).encode()),
         "script": ("probe.py", PROBE_SCRIPT.encode()),
     }
-    r = requests.post(unprivileged_dashboard["url"] + "/api/models", files=files, data={"name": "probe", "trusted": "true"},
+    r = requests.post(unprivileged_dashboard["url"] + "/api/models", files=files,
+                      data={"name": "probe", "trusted": "true"},
                       headers={"Authorization": f"Bearer {admin_token}"}, timeout=120)
     assert r.status_code == 400, r.text
     message = r.json()["message"]
@@ -375,7 +376,8 @@ def test_the_dashboard_processes_are_non_dumpable_and_a_trusted_scripts_check_se
     assert int(probe["caps"], 16) == 0
     assert probe["parent"] in pids and probe["grandparent"] == unprivileged_dashboard["pid"], \
         "the check's script ran in a child process of a dashboard worker"
-    secrets_of_the_dashboard = [v for k, v in unprivileged_dashboard["env"].items() if "SECRET" in k or k == "REDIS_URL"]
+    secrets_of_the_dashboard = [v for k, v in unprivileged_dashboard["env"].items()
+                                if "SECRET" in k or k == "REDIS_URL"]
     assert not any(v in message for v in secrets_of_the_dashboard), "a secret reached the script"
     assert set(probe["env"]) <= {"PATH", "LANG", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                  "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "OPENBLAS_CORETYPE",

@@ -164,7 +164,7 @@ class Pods:
         """Remove every pod played; a pod still stopping is retried. Returns errors left over."""
         errors = []
         for name in reversed(self.names):
-            for attempt in range(3):
+            for _attempt in range(3):
                 proc = subprocess.run(["podman", "pod", "rm", "-f", "-t", "2", name], text=True, capture_output=True)
                 exists = subprocess.run(["podman", "pod", "exists", name], capture_output=True).returncode == 0
                 if not exists:
