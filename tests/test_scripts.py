@@ -884,7 +884,8 @@ def test_hostile_numpy_monkeypatching_stays_inside_its_own_process():
 
 
 # -- pool ----------------------------------------------------------------------------------------------
-TAG_SCRIPT = "def interpret(outputs, frame, labels, context):\n    return [{'type': 'tag', 'label': labels[str(frame.id % 2)]}]\n"
+TAG_SCRIPT = ("def interpret(outputs, frame, labels, context):\n"
+              "    return [{'type': 'tag', 'label': labels[str(frame.id % 2)]}]\n")
 
 
 def test_pool_shares_processes_per_script_version_and_trust_level():
@@ -913,7 +914,8 @@ def test_pool_evicts_the_least_recently_used_script_and_kills_its_process():
 
 
 def test_pool_runs_threads_in_parallel_processes_with_correct_results():
-    src = "import time\ndef interpret(outputs, frame, labels, context):\n    time.sleep(0.05)\n    return [{'type': 'tag', 'label': int(outputs['k'][0])}]\n"
+    src = ("import time\ndef interpret(outputs, frame, labels, context):\n    time.sleep(0.05)\n"
+           "    return [{'type': 'tag', 'label': int(outputs['k'][0])}]\n")
     errors: list[BaseException] = []
     with ScriptPool(ScriptLimits(processes=2)) as pool:
         runner = pool.get(src, LABELS)
