@@ -5,7 +5,7 @@ import re
 import pytest
 
 from cluster.errors import Conflict, InvalidInput, InvalidTransition, NotFound, Unauthorized
-from cluster.jobs.plan import parse_frames, plan_chunks
+from cluster.jobs.plan import ChunkPlan, FrameRange, parse_frames, plan_chunks
 from cluster.jobs.states import CHUNK_TRANSITIONS, JOB_TRANSITIONS, ChunkState, JobState
 from cluster.store import Store
 from cluster.store.base import dumps
@@ -225,7 +225,7 @@ def test_the_chunk_transitions_redis_allows_are_the_table(store):
             job_id, 0, state=ChunkState.FAILED, done=0, failed=[{"frame": 0, "reason": "x"}]),
         "release": lambda jobs, job_id: jobs.release_chunk(job_id, 0),
         "resume": lambda jobs, job_id: bool(jobs.resume(job_id)),
-        "retry failed": lambda jobs, job_id: bool(jobs.retry_failed(job_id, 0, 4, 1, 4)),
+        "retry failed": lambda jobs, job_id: bool(jobs.retry_failed(job_id, ChunkPlan(FrameRange(0, 4), 4))),
     }
     moves = set()
     for cur in ChunkState:
