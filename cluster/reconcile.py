@@ -23,6 +23,7 @@ from typing import Any
 import redis
 from dramatiq import Message
 
+from cluster.broker.actors import send_job_chunks
 from cluster.broker.queues import queue_for
 from cluster.config import Settings
 from cluster.jobs.states import ChunkState, JobState
@@ -111,8 +112,6 @@ class Reconciler:
         return self.run()
 
     def run(self) -> list[tuple[str, int]]:
-        from cluster.services.jobs import send_chunks
-
         r = self.store.redis
         _, active = self.store.jobs.census()
         queues = job_queues(self.broker, {j["device"] for j in active})
@@ -138,7 +137,7 @@ class Reconciler:
                 else:
                     keep[key] = first
             if due:
-                send_chunks(self.store, self.broker, job, due)
+                send_job_chunks(self.broker, job, due)
                 resent += [(job["id"], c) for c in due]
                 log.warning("job %s: chunks %s had no message for %.0fs; sent again", job["id"], due, self.grace_s)
         pipe = r.pipeline(transaction=True)

@@ -8,12 +8,12 @@ import secrets
 
 import pytest
 
-from cluster.broker.actors import declare_annotate
+from cluster.broker.actors import declare_annotate, send_job_chunks
 from cluster.broker.setup import make_broker, retry_policy
 from cluster.jobs.plan import parse_frames, plan_chunks
 from cluster.jobs.states import ChunkState, JobState
 from cluster.reconcile import Reconciler, messages_present
-from cluster.services.jobs import job_status, resume_job, retry_failed_job, send_chunks
+from cluster.services.jobs import job_status, resume_job, retry_failed_job
 from cluster.store import Store
 
 
@@ -112,7 +112,7 @@ def test_a_cancelled_job_is_resumed_with_only_its_unfinished_chunks(rel):
 def test_the_reconciler_sends_again_only_chunks_with_no_message(rel):
     settings, store, broker = rel
     _, job = _job(store, frames=64, chunk=16)  # 4 chunks
-    send_chunks(store, broker, job, [0, 2])
+    send_job_chunks(broker, job, [0, 2])
     store.jobs.claim_chunk(job["id"], 3)  # running, but its message is gone (Redis lost it)
     reconciler = Reconciler(store, broker, settings)
     assert sorted(reconciler.run()) == [(job["id"], 1), (job["id"], 3)]
@@ -155,7 +155,7 @@ def test_a_dead_lettered_chunk_is_sent_again_and_its_dead_letter_cleared(rel):
 
     settings, store, broker = rel
     _, job = _job(store, frames=32, chunk=16)  # 2 chunks
-    send_chunks(store, broker, job, [1])
+    send_job_chunks(broker, job, [1])
     message = broker.get_actor("annotate_chunk").message(job["id"], 0, 0, 16, 1).copy(queue_name="annotate.CPU")
     xq = f"{broker.namespace}:annotate.CPU.XQ"
     store.redis.hset(xq + ".msgs", message.message_id, message.encode())  # as Dramatiq dead-letters it

@@ -231,12 +231,14 @@ def test_check_script_refuses_imports_outside_the_allowlist_naming_module_and_li
 def test_check_script_reports_modules_that_cannot_be_found():
     report = check_script("import numpy.nosuchsub\nimport no_such_module_xyz\nresults.add_box\n", None)
     assert report.style == STYLE_LEGACY
-    assert report.problems == ["module not found: numpy.nosuchsub (line 1)", "module not found: no_such_module_xyz (line 2)"]
+    assert report.problems == ["module not found: numpy.nosuchsub (line 1)",
+                               "module not found: no_such_module_xyz (line 2)"]
 
 
 def test_check_script_tells_the_styles_apart_and_checks_the_interpret_signature():
     assert check_script("def interpret(outputs, frame, labels, context):\n    return []\n", None).ok
-    assert check_script("for d in detections:\n    results.add_box(0, 0, 1, 1, 1, d['frame_id'])\n", None).style == STYLE_LEGACY
+    legacy = "for d in detections:\n    results.add_box(0, 0, 1, 1, 1, d['frame_id'])\n"
+    assert check_script(legacy, None).style == STYLE_LEGACY
     bad = check_script("def interpret(outputs):\n    return []\n", None)
     assert "must accept (outputs, frame, labels, context)" in bad.problems[0]
     neither = check_script("x = 1\n", None)
@@ -246,7 +248,8 @@ def test_check_script_tells_the_styles_apart_and_checks_the_interpret_signature(
 # -- validation ------------------------------------------------------------------------------------
 def test_validate_normalises_labels_rectangles_scores_and_attributes():
     raw = [
-        {"type": "rectangle", "label": 2, "points": [50, 40, 10, 5], "score": np.float32(0.5), "attributes": {"a": "x", "b": 2, "c": True}},
+        {"type": "rectangle", "label": 2, "points": [50, 40, 10, 5], "score": np.float32(0.5),
+         "attributes": {"a": "x", "b": 2, "c": True}},
         {"type": "polygon", "label": "dog", "points": [0, 0, 10, 0, 10, 10]},
         {"type": "tag", "label": "4"},
         {"type": "points", "label": 1.0, "points": np.array([1.0, 2.0])},
@@ -283,11 +286,13 @@ def test_validate_turns_a_mask_into_rle_with_its_bbox_as_points():
         ({"type": "rectangle", "label": 1, "points": [math.nan, 0, 1, 1]}, "points[0] is nan"),
         ({"type": "rectangle", "label": 1, "points": [0, 0, 1e308, 1]}, "far outside the 100x80 frame"),
         ({"type": "rectangle", "label": 1, "points": [0, -41, 1, 1]}, "points[1] = -41"),
-        ({"type": "rectangle", "label": 1, "points": [0, 0, 1, 1], "score": 1.5}, "score 1.5 is not a number in [0, 1]"),
+        ({"type": "rectangle", "label": 1, "points": [0, 0, 1, 1], "score": 1.5},
+         "score 1.5 is not a number in [0, 1]"),
         ({"type": "rectangle", "label": 1, "points": [0, 0, 1, 1], "score": math.inf}, "score inf"),
         ({"type": "rectangle", "label": 1, "points": [0, 0, 1, 1], "attributes": {"a": [1]}}, "attribute 'a'"),
         ({"type": "tag", "label": 1, "points": [1, 2]}, "no points"),
-        ({"type": "mask", "label": 1, "rle": {"size": [8, 10], "counts": [80]}}, "mask size 8x10 (h x w) differs from the frame's 80x100"),
+        ({"type": "mask", "label": 1, "rle": {"size": [8, 10], "counts": [80]}},
+         "mask size 8x10 (h x w) differs from the frame's 80x100"),
         ({"type": "mask", "label": 1, "rle": {"size": [80, 100], "counts": [10, 20]}}, "rle counts sum to 30"),
         ({"type": "mask", "label": 1}, "needs 'rle'"),
         ("not-a-dict", "shape 1: expected a dict, got str"),
@@ -346,7 +351,7 @@ def test_the_frame_argument_reads_as_a_dict_and_as_attributes():
     frame = child.Frame(id=3, name="a.jpg", width=640, height=480)
     assert frame.width == frame["width"] == 640 and frame.get("id") == 3
     with pytest.raises(AttributeError):
-        frame.depth
+        _ = frame.depth
 
 
 # -- corpus: benign scripts ------------------------------------------------------------------------
@@ -372,7 +377,8 @@ def test_benign_softmax_script_returns_the_argmax_tag(runners):
     (out,) = r.run([FrameInput(1, 64, 64, {"logits": logits})])
     p = np.exp(logits - logits.max())
     p /= p.sum()
-    assert out == [{"type": "tag", "label": "1", "points": [], "score": pytest.approx(float(p[0, 1])), "attributes": {}}]
+    assert out == [{"type": "tag", "label": "1", "points": [], "score": pytest.approx(float(p[0, 1])),
+                    "attributes": {}}]
 
 
 @needs_corpus
@@ -392,7 +398,8 @@ def test_benign_stdlib_nms_script_suppresses_overlapping_boxes(runners):
     r = runners(benign("benign_04_stdlib_helpers.py"))
     det = ssd([[0, 1, 0.9, 10, 10, 50, 50], [0, 1, 0.8, 12, 12, 50, 50], [0, 2, 0.7, 60, 60, 90, 90]])
     (out,) = r.run([FrameInput(1, 100, 100, {"det": det})])
-    assert [(s["label"], s["points"]) for s in out] == [("1", [10.0, 10.0, 50.0, 50.0]), ("2", [60.0, 60.0, 90.0, 90.0])]
+    assert [(s["label"], s["points"]) for s in out] == [("1", [10.0, 10.0, 50.0, 50.0]),
+                                                          ("2", [60.0, 60.0, 90.0, 90.0])]
 
 
 @needs_corpus
@@ -505,7 +512,8 @@ def test_cvat_2019_ssd_script_runs_unmodified(runners):
     r = runners(CVAT_SSD)
     det = ssd([[0, 1, 0.9, 0.1, 0.2, 0.3, 0.4], [0, 2, 0.3, 0, 0, 1, 1], [0, 3, 0.6, 0.5, 0.5, 1.0, 1.0]], n=100)
     (out,) = r.run([FrameInput(5, 640, 480, {"DetectionOutput": det})])
-    assert [(s["label"], s["attributes"]) for s in out] == [("1", {"confidence": "0.90"}), ("3", {"confidence": "0.60"})]
+    assert [(s["label"], s["attributes"]) for s in out] == [("1", {"confidence": "0.90"}),
+                                                              ("3", {"confidence": "0.60"})]
     assert out[0]["points"] == pytest.approx([64.0, 96.0, 192.0, 192.0])
 
 
@@ -587,7 +595,8 @@ def test_modern_script_masks_are_encoded_to_rle_in_the_child(runners):
         def interpret(outputs, frame, labels, context):
             m = outputs["prob"][0, 0] > 0.5
             return [{"type": "mask", "label": "person", "mask": m, "score": 0.7},
-                    {"type": "mask", "label": 2, "rle": {"size": [frame.height, frame.width], "counts": [frame.height * frame.width]}}]
+                    {"type": "mask", "label": 2,
+                     "rle": {"size": [frame.height, frame.width], "counts": [frame.height * frame.width]}}]
         """
     )
     r = runners(src)

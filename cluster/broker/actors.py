@@ -6,7 +6,8 @@ sent to ``annotate.<DEVICE>`` and the worker consuming that queue runs it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import dramatiq
 from dramatiq.broker import Broker
@@ -14,6 +15,7 @@ from dramatiq.middleware import CurrentMessage
 
 from cluster.broker.queues import queue_for
 from cluster.config import DEFAULT_DEVICE
+from cluster.jobs.plan import ChunkPlan
 
 ANNOTATE = "annotate_chunk"
 
@@ -45,6 +47,15 @@ def send_chunk(broker: Broker, device: str, job_id: str, chunk: int, start: int,
     actor = broker.get_actor(ANNOTATE) if ANNOTATE in broker.actors else declare_annotate(broker)
     message = actor.message(job_id, chunk, start, stop, step)
     broker.enqueue(message.copy(queue_name=queue_for(device)))
+
+
+def send_job_chunks(broker: Broker, job: Mapping[str, Any], chunks: Iterable[int]) -> None:
+    """One message for each of ``chunks`` of the job record ``job``: its frame ranges follow from
+    the job's plan, so a resend carries exactly the frames of the first send."""
+    plan = ChunkPlan.of_job(job)
+    for index in chunks:
+        frames = plan.chunk(index)
+        send_chunk(broker, job["device"], job["id"], index, frames.start, frames.stop, frames.step)
 
 
 # -- the message being run, as the actor sees it (Dramatiq's CurrentMessage middleware) --------------

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO, TextIO
 
 from cluster.annotations import rle as coco_rle
-from cluster.export import (
+from cluster.export.parse import (
     ExportSummary,
     FrameResult,
     Shape,

@@ -28,7 +28,7 @@ import numpy as np
 
 from cluster.annotations import rle as coco_rle
 from cluster.errors import InvalidInput
-from cluster.export import (
+from cluster.export.parse import (
     ExportSummary,
     FrameResult,
     Shape,

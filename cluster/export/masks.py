@@ -38,7 +38,7 @@ from PIL import Image
 
 from cluster.annotations import rle as coco_rle
 from cluster.errors import InvalidInput
-from cluster.export import (
+from cluster.export.parse import (
     ExportSummary,
     FrameResult,
     check_labels,

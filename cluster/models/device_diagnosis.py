@@ -76,17 +76,3 @@ def missing_device_reasons(
     if base == "NPU":
         return _node_access(accel_glob, "NPU device node", "the pod has no NPU (is the NPU device plugin running?)")
     return []
-
-
-def describe_devices(available: list[str], wanted: list[str]) -> list[str]:
-    """Lines for a worker's start: what OpenVINO sees, and why each wanted device is missing."""
-    from cluster.models.devices import device_matches
-
-    lines = [f"OpenVINO devices here: {', '.join(available) if available else 'none'}"]
-    for device in wanted:
-        if device_matches(device, available):
-            continue
-        reasons = missing_device_reasons(device)
-        lines.append(f"{device}: not available" + (": " + "; ".join(reasons) if reasons else
-                                                   " (OpenVINO found none; no host-side cause detected)"))
-    return lines

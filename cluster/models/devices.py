@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cluster.errors import DeviceUnavailable
+from cluster.models.device_diagnosis import missing_device_reasons
 from cluster.models.reading import describe_openvino_error
 
 # Devices that are not hardware but route to other devices: "AUTO", "AUTO:GPU,CPU", "MULTI:...".
@@ -49,8 +50,6 @@ def require_device(core: Any, device: str) -> None:
         wanted = [asked]
     missing = [d for d in wanted if not device_matches(d, available)]
     if missing or not available:
-        from cluster.models.device_diagnosis import missing_device_reasons
-
         what = ", ".join(repr(d) for d in missing) if missing else repr(device)
         reasons = [r for d in (missing or [asked]) for r in missing_device_reasons(d)]
         why = "; why: " + "; ".join(reasons) if reasons else ""
@@ -59,3 +58,15 @@ def require_device(core: Any, device: str) -> None:
             device=device,
             available=available,
         )
+
+
+def describe_devices(available: list[str], wanted: list[str]) -> list[str]:
+    """Lines for a worker's start: what OpenVINO sees, and why each wanted device is missing."""
+    lines = [f"OpenVINO devices here: {', '.join(available) if available else 'none'}"]
+    for device in wanted:
+        if device_matches(device, available):
+            continue
+        reasons = missing_device_reasons(device)
+        lines.append(f"{device}: not available" + (": " + "; ".join(reasons) if reasons else
+                                                   " (OpenVINO found none; no host-side cause detected)"))
+    return lines

@@ -7,14 +7,16 @@ import time
 from typing import Any
 
 from dramatiq.broker import Broker
+from dramatiq.brokers.redis import RedisBroker
 
-from cluster.broker.actors import send_chunk
+from cluster.broker.actors import send_job_chunks
 from cluster.broker.queues import normalize_device, queue_for
 from cluster.config import DEFAULT_DEVICE, Settings
 from cluster.errors import InvalidInput
 from cluster.jobs.plan import ChunkPlan, ChunkSizing, adaptive_chunk_size, parse_frames
 from cluster.jobs.states import ChunkState, JobState
 from cluster.jobs.thresholds import job_threshold
+from cluster.reconcile import job_queues, messages_present, unsent_chunks
 from cluster.store import Store
 from cluster.store.users import User
 
@@ -64,31 +66,21 @@ def enqueue_chunks(store: Store, broker: Broker, job_id: str, only_pending: bool
     states = store.jobs.chunk_states(job_id)
     chunks = [index for index, state in sorted(states.items())
               if state == ChunkState.PENDING or (not only_pending and state == ChunkState.RUNNING)]
-    send_chunks(store, broker, job, chunks)
+    send_job_chunks(broker, job, chunks)
     return len(chunks)
 
 
-def send_chunks(store: Store, broker: Broker, job: dict[str, Any], chunks: list[int]) -> None:
-    """Send one message for each of the job's ``chunks`` (their frame ranges follow from the job)."""
-    plan = ChunkPlan.of_job(job)
-    for index in chunks:
-        frames = plan.chunk(index)
-        send_chunk(broker, job["device"], job["id"], index, frames.start, frames.stop, frames.step)
-
-
-def resume_job(store: Store, broker: Broker, user: User, job_id: str, *,
+def resume_job(store: Store, broker: RedisBroker, user: User, job_id: str, *,
                failing_warn_s: float = Settings.failing_warn_s) -> dict[str, Any]:
     """By hand what the reconciler does: unpark parked chunks, reopen a cancelled job, and send
     every pending or running chunk that has no message (no grace period: the user asked)."""
-    from cluster.reconcile import job_queues, messages_present, unsent_chunks
-
     job = store.jobs.get(user, job_id)
     store.jobs.require_owner(user, job)
     store.jobs.resume(job["id"])
     job = store.jobs.get_unchecked(job["id"])
     present = messages_present(store.redis, broker.namespace, job_queues(broker, {job["device"]}))
     chunks = unsent_chunks(store, job, present)
-    send_chunks(store, broker, job, chunks)
+    send_job_chunks(broker, job, chunks)
     return job_status(store, store.jobs.get_unchecked(job["id"]), failing_warn_s=failing_warn_s) | {
         "resent_chunks": chunks}
 
@@ -101,7 +93,7 @@ def retry_failed_job(store: Store, broker: Broker, user: User, job_id: str, *,
     store.jobs.require_owner(user, job)
     chunks = store.jobs.retry_failed(job["id"], ChunkPlan.of_job(job))
     job = store.jobs.get_unchecked(job["id"])
-    send_chunks(store, broker, job, chunks)
+    send_job_chunks(broker, job, chunks)
     return job_status(store, job, failing_warn_s=failing_warn_s) | {"resent_chunks": chunks}
 
 

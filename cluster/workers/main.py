@@ -28,8 +28,7 @@ from cluster.broker.actors import declare_annotate, delivery_retries, is_last_at
 from cluster.broker.queues import KNOWN_DEVICES, normalize_device, queue_for
 from cluster.broker.setup import make_broker, retry_policy
 from cluster.config import Settings
-from cluster.models.device_diagnosis import describe_devices
-from cluster.models.devices import available_devices, require_device
+from cluster.models.devices import available_devices, describe_devices, require_device
 from cluster.objectstore import open_object_store
 from cluster.reconcile import Reconciler
 from cluster.scripts.sandbox import make_non_dumpable

@@ -54,7 +54,7 @@ def interpret(outputs, frame, labels, context):
     small_prob = _resize_bilinear(prob, grid_h, grid_w)
     small = small_prob > threshold
     if (grid_w, grid_h) == (width, height):  # a small frame: the grid is the frame
-        mask, count = small, np.count_nonzero(small)
+        mask, count = small, int(np.count_nonzero(small))
         total = small_prob.sum(where=small, dtype=np.float64)
     least = max(MIN_PIXELS, min_area * grid_w * grid_h)
     regions = [(start, score) for start, area, score in _components(small, small_prob) if area >= least]
@@ -212,7 +212,7 @@ def _frame_mask(prob: np.ndarray, height: int, width: int, threshold: float) -> 
     if int(np.dot(ny, nx)) > _CROSSED_LIMIT * height * width:
         full = _resize_bilinear(prob, height, width)
         mask = full > threshold
-        return mask, np.count_nonzero(mask), full.sum(where=mask, dtype=np.float64)
+        return mask, int(np.count_nonzero(mask)), full.sum(where=mask, dtype=np.float64)
 
     # A whole cell's sum: its corners weighted by the interpolation weights summed over its rows and
     # columns. Per corner, its values in whole cells (0 elsewhere: NaNs outside stay out) times the
@@ -253,10 +253,10 @@ def _frame_mask(prob: np.ndarray, height: int, width: int, threshold: float) -> 
 
     # Whole cells: widen the cell grid to the frame's columns, then repeat each row (contiguous copies).
     mask = np.repeat(np.repeat(inside, cols, axis=1), rows, axis=0)
-    count = np.count_nonzero(mask)
+    count = int(np.count_nonzero(mask))
     if len(ci):
         mask[ys[:, None, :], xs] = hit
-        count += crossed_count
+        count += int(crossed_count)
     return mask, count, total
 
 
@@ -334,7 +334,7 @@ def _trace(cells: bytes, stride: int, limit: int, first: int) -> list[int]:
     p, back = first, 4  # entered from the west: the pixel left of the top-left pixel is empty
     first_move = None
     for _ in range(4 * limit + 16):
-        for offset, turn in moves[back]:
+        for offset, turn in moves[back]:  # noqa: B007 - the turn of the move the loop breaks on
             q = p + offset
             if cells[q]:
                 break
@@ -441,7 +441,7 @@ def _douglas_peucker(contours: list[tuple], epsilon: float) -> list[np.ndarray]:
         key += reverse
         best = np.maximum.reduceat(key, k[:-1])
         far = best // _POSITION_SCALE
-        split = []
+        splits: list[np.ndarray] = []
         # A segment's length is at least 1: one whose largest cross product is within the tolerance
         # cannot pass it.
         candidates = (far > epsilon).nonzero()[0]
@@ -449,15 +449,15 @@ def _douglas_peucker(contours: list[tuple], epsilon: float) -> list[np.ndarray]:
             dc = d[candidates]
             norms = np.array(list(map(math.hypot, dc.real.tolist(), dc.imag.tolist())))
             hit = candidates[far[candidates] / norms > epsilon]  # the plain recursion's test, as is
-            split.append(n - 1 - (best[hit] - far[hit] * _POSITION_SCALE).astype(np.intp))
+            splits.append(n - 1 - (best[hit] - far[hit] * _POSITION_SCALE).astype(np.intp))
         if not d.all():
             for s in ((d == 0) & (lengths > 1)).nonzero()[0].tolist():
                 lo, hi = k[s], k[s + 1]
                 dist = np.hypot(zs[lo + 1 : hi].real - z[lo].real, zs[lo + 1 : hi].imag - z[lo].imag)
                 i = int(np.argmax(dist))
                 if dist[i] > epsilon:
-                    split.append(np.array([lo + 1 + i]))
-        split = np.concatenate(split) if split else ()
+                    splits.append(np.array([lo + 1 + i]))
+        split = np.concatenate(splits) if splits else np.empty(0, np.intp)
         if not len(split):  # nothing left beyond the tolerance
             return [keep[b : e - 1].nonzero()[0] for b, e in zip(begins.tolist(), ends.tolist())]
         keep[split] = True
