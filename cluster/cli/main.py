@@ -52,6 +52,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
     """Create the first admin from a token an operator keeps (a Kubernetes Secret), once."""
+    from cluster.services.users import bootstrap_admin
     from cluster.store import Store
 
     settings = Settings.from_env()
@@ -59,16 +60,17 @@ def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
     if not settings.admin_token:
         raise PrelabelError("set PRELABEL_ADMIN_TOKEN to the first admin's API token (e.g. from a Secret)")
     store = Store.from_settings(settings)
-    created = store.users.bootstrap_admin(name, settings.admin_token)
+    created = bootstrap_admin(store, name, settings.admin_token)
     print(f"admin {name!r} {'created' if created else 'already exists with this token; nothing to do'}")
     return 0
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
     from cluster.client import save_token
+    from cluster.services.users import add_user
     from cluster.store import Store
 
-    user, token = Store.from_settings(Settings.from_env()).users.add(args.name, admin=args.admin)
+    user, token = add_user(Store.from_settings(Settings.from_env()), args.name, admin=args.admin)
     if args.save:
         save_token(token)
     print(token)
@@ -80,12 +82,13 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 def cmd_users_token(args: argparse.Namespace) -> int:
     """Tokens are stored hashed, so one is never shown again: --reset issues a new one (printed once);
     the old one and every dashboard session of the user stop working at once."""
+    from cluster.services.users import reset_token
     from cluster.store import Store
 
     if not args.reset:
         raise PrelabelError("API tokens are stored hashed and cannot be shown again; "
                             f"`prelabel users token {args.name} --reset` issues a new one and revokes the old")
-    token = Store.from_settings(Settings.from_env()).users.new_token(args.name)
+    token = reset_token(Store.from_settings(Settings.from_env()), args.name, by=None)
     print(token)
     print(f"new token for {args.name}; the old one and the user's dashboard sessions no longer work", file=sys.stderr)
     return 0

@@ -11,7 +11,7 @@ from cluster.dashboard import security
 from cluster.dashboard.auth import current_user, login_required
 from cluster.dashboard.clients import clients
 from cluster.errors import InvalidInput, NotFound, PrelabelError, Unauthorized
-from cluster.services.jobs import ChunkSizing, job_status, submit_job
+from cluster.services.jobs import ChunkSizing, job_status, list_jobs, submit_job
 
 bp = Blueprint("pages", __name__, template_folder="templates")
 
@@ -98,7 +98,7 @@ def logout():
 def _jobs_page(form: dict | None = None, form_error: str | None = None, status: int = 200):
     c = clients()
     user = current_user()
-    rows = [job_status(c.store, j, failing_warn_s=c.settings.failing_warn_s) for j in c.store.jobs.list(user)]
+    rows = list_jobs(c.store, user, failing_warn_s=c.settings.failing_warn_s)
     return render_template(
         "jobs.html",
         user=user,

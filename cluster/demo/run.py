@@ -66,6 +66,7 @@ def _start_cluster(data_dir: str | None, port: int | None) -> None:
 
 
 def _demo_token(settings: Settings) -> str:
+    from cluster.services.users import add_user, reset_token
     from cluster.store import Store
 
     token = settings.token or saved_token()
@@ -77,9 +78,9 @@ def _demo_token(settings: Settings) -> str:
         except Unauthorized:
             pass
     try:
-        _, token = store.users.add(DEMO_USER, admin=True)
+        _, token = add_user(store, DEMO_USER, admin=True)
     except Conflict:
-        token = store.users.new_token(DEMO_USER)
+        token = reset_token(store, DEMO_USER, by=None)
     save_token(token)
     return token
 

@@ -12,13 +12,16 @@ too big: with the reason).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import IO, Any
 
 from cluster.config import Settings
 from cluster.datasets.ingest import iter_upload
 from cluster.datasets.outcomes import Frame, Rejected
+from cluster.errors import Conflict, InvalidInput
 from cluster.objectstore import Keys, ObjectStore
 from cluster.store import Store
+from cluster.store.users import User
 
 CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "bmp": "image/bmp", "webp": "image/webp"}
 
@@ -47,7 +50,37 @@ def add_upload(
     return {"added": added, "duplicate": duplicate, "rejected": rejected}
 
 
-def delete_dataset(store: Store, objects: ObjectStore, dataset: dict[str, Any]) -> None:
-    """Remove a dataset and its frames' objects (the frame list first: no frame points at a missing object)."""
+def create_dataset(store: Store, user: User, name: str) -> dict[str, Any]:
+    return store.datasets.create(user, name)
+
+
+def upload_files(store: Store, objects: ObjectStore, user: User, ref: str,
+                 files: Iterable[tuple[str, IO[bytes]]], *,
+                 max_video_frames: int = Settings.max_video_frames) -> dict[str, Any]:
+    """Add every ``(filename, stream)`` to the owner's dataset ``ref``; one report for them all,
+    with the dataset's frame count after."""
+    dataset = store.datasets.get(user, ref)
+    store.datasets.require_owner(user, dataset)
+    files = list(files)
+    if not files:
+        raise InvalidInput("send one or more files in multipart field 'file'")
+    report: dict[str, Any] = {"added": [], "duplicate": [], "rejected": []}
+    for filename, stream in files:
+        part = add_upload(store, objects, dataset, filename or "upload", stream, max_video_frames=max_video_frames)
+        for field in ("added", "duplicate", "rejected"):
+            report[field] += part[field]
+    report["frame_count"] = store.datasets.frame_count(dataset["id"])
+    return report
+
+
+def delete_dataset(store: Store, objects: ObjectStore, user: User, ref: str) -> dict[str, Any]:
+    """Remove the owner's dataset ``ref`` and its frames' objects, unless a job uses it (its results
+    name the frames). The frame list goes first: no frame ever points at a missing object."""
+    dataset = store.datasets.get(user, ref)
+    store.datasets.require_owner(user, dataset)
+    job = store.jobs.any_with("dataset", dataset["id"])
+    if job:
+        raise Conflict(f"dataset {dataset['name']!r} is used by job {job}; it cannot be deleted")
     store.datasets.delete(dataset)
     objects.delete_prefix(f"datasets/{dataset['id']}/")
+    return dataset

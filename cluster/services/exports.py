@@ -10,11 +10,18 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from cluster.annotations.chunk_result import AnnotatedFrame, ChunkResult
-from cluster.errors import NotFound
+from cluster.errors import Conflict, InvalidInput, NotFound
+from cluster.export.coco import write_coco
+from cluster.export.cvat import write_cvat
+from cluster.export.masks import write_masks
+from cluster.jobs.states import JobState
 from cluster.objectstore import ObjectStore
+from cluster.store import Store
+from cluster.store.users import User
 
 EXPORTS: dict[str, tuple[str, str]] = {
     "cvat": ("application/xml", ".xml"),
@@ -37,10 +44,6 @@ def iter_frames(objects: ObjectStore, job: dict[str, Any]) -> Iterator[Annotated
 
 
 def write_export(objects: ObjectStore, job: dict[str, Any], model: dict[str, Any], fmt: str, path: str) -> None:
-    from cluster.export.coco import write_coco
-    from cluster.export.cvat import write_cvat
-    from cluster.export.masks import write_masks
-
     labels = model["labels"]
     frames = iter_frames(objects, job)
     if fmt == "cvat":
@@ -76,3 +79,27 @@ def export_stream(objects: ObjectStore, job: dict[str, Any], model: dict[str, An
             os.unlink(path)
 
     return blocks()
+
+
+@dataclass(frozen=True)
+class Export:
+    """A job's export ready to send: its file name, media type and bytes (read once)."""
+
+    filename: str
+    mimetype: str
+    blocks: Iterator[bytes]
+
+
+def export_job(store: Store, objects: ObjectStore, user: User, job_id: str, fmt: str, *,
+               partial: bool = False) -> Export:
+    """The user's job exported as ``fmt``. An unfinished job only with ``partial``: an export taken
+    by mistake half-way would look complete."""
+    job = store.jobs.get(user, job_id)
+    if fmt not in EXPORTS:
+        raise InvalidInput(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORTS)}")
+    if not JobState(job["state"]).finished and not partial:
+        raise Conflict(f"job {job['id']} is {job['state']} ({job['frames_done']} of {job['frames_total']} frames "
+                       "done): wait for it to finish, or ask for a partial export with ?partial=1")
+    mimetype, suffix = EXPORTS[fmt]
+    model = store.models.get_unchecked(job["model"])
+    return Export(f"job-{job['id']}-{fmt}{suffix}", mimetype, export_stream(objects, job, model, fmt))

@@ -70,6 +70,22 @@ def enqueue_chunks(store: Store, broker: Broker, job_id: str, only_pending: bool
     return len(chunks)
 
 
+def list_jobs(store: Store, user: User, *, failing_warn_s: float = Settings.failing_warn_s) -> list[dict[str, Any]]:
+    """The user's jobs (every job for an admin), each with its status figures."""
+    return [job_status(store, job, failing_warn_s=failing_warn_s) for job in store.jobs.list(user)]
+
+
+def get_job(store: Store, user: User, job_id: str, *,
+            failing_warn_s: float = Settings.failing_warn_s) -> dict[str, Any]:
+    return job_status(store, store.jobs.get(user, job_id), failing_warn_s=failing_warn_s)
+
+
+def cancel_job(store: Store, user: User, job_id: str, *,
+               failing_warn_s: float = Settings.failing_warn_s) -> dict[str, Any]:
+    """Cancel the job (its owner or an admin): a final state, until a resume reopens it."""
+    return job_status(store, store.jobs.cancel(user, job_id), failing_warn_s=failing_warn_s)
+
+
 def resume_job(store: Store, broker: RedisBroker, user: User, job_id: str, *,
                failing_warn_s: float = Settings.failing_warn_s) -> dict[str, Any]:
     """By hand what the reconciler does: unpark parked chunks, reopen a cancelled job, and send

@@ -5,8 +5,9 @@ from flask import Blueprint, Response, jsonify, request
 from cluster.dashboard.api.inputs import MAX_INDEX, int_arg, json_object, string_field
 from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
-from cluster.errors import Conflict, InvalidInput, NotFound
-from cluster.services.datasets import CONTENT_TYPES, add_upload, delete_dataset
+from cluster.errors import NotFound
+from cluster.services import datasets as service
+from cluster.services.datasets import CONTENT_TYPES
 
 bp = Blueprint("datasets", __name__)
 
@@ -19,7 +20,7 @@ def list_datasets():
 @bp.post("/datasets")
 def create_dataset():
     body = json_object(frozenset({"name"}))
-    dataset = clients().store.datasets.create(api_user(), string_field(body, "name"))
+    dataset = service.create_dataset(clients().store, api_user(), string_field(body, "name"))
     return jsonify(dataset), 201
 
 
@@ -32,32 +33,16 @@ def get_dataset(ref: str):
 def remove_dataset(ref: str):
     """Delete a dataset no job uses (`prelabel datasets add` removes the one it created when it fails)."""
     c = clients()
-    user = api_user()
-    dataset = c.store.datasets.get(user, ref)
-    c.store.datasets.require_owner(user, dataset)
-    job = c.store.jobs.any_with("dataset", dataset["id"])
-    if job:
-        raise Conflict(f"dataset {dataset['name']!r} is used by job {job}; it cannot be deleted")
-    delete_dataset(c.store, c.objects, dataset)
+    dataset = service.delete_dataset(c.store, c.objects, api_user(), ref)
     return jsonify({"deleted": dataset["id"], "name": dataset["name"]})
 
 
 @bp.post("/datasets/<ref>/files")
 def upload_files(ref: str):
     c = clients()
-    user = api_user()
-    dataset = c.store.datasets.get(user, ref)
-    c.store.datasets.require_owner(user, dataset)
-    uploads = request.files.getlist("file")
-    if not uploads:
-        raise InvalidInput("send one or more files in multipart field 'file'")
-    report: dict[str, list] = {"added": [], "duplicate": [], "rejected": []}
-    for upload in uploads:
-        part = add_upload(c.store, c.objects, dataset, upload.filename or "upload", upload.stream,
-                          max_video_frames=c.settings.max_video_frames)
-        for field in report:
-            report[field] += part[field]
-    report["frame_count"] = c.store.datasets.frame_count(dataset["id"])
+    files = [(upload.filename or "upload", upload.stream) for upload in request.files.getlist("file")]
+    report = service.upload_files(c.store, c.objects, api_user(), ref, files,
+                                  max_video_frames=c.settings.max_video_frames)
     return jsonify(report)
 
 

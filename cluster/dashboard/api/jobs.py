@@ -6,10 +6,10 @@ from cluster.config import DEFAULT_DEVICE
 from cluster.dashboard.api.inputs import MAX_INDEX, int_arg, json_object, string_field
 from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
-from cluster.errors import Conflict, InvalidInput
-from cluster.jobs.states import JobState
-from cluster.services.exports import EXPORTS, export_stream
-from cluster.services.jobs import ChunkSizing, job_status, submit_job
+from cluster.errors import InvalidInput
+from cluster.services import exports
+from cluster.services import jobs as service
+from cluster.services.jobs import ChunkSizing, job_status
 
 bp = Blueprint("jobs", __name__)
 
@@ -17,8 +17,7 @@ bp = Blueprint("jobs", __name__)
 @bp.get("/jobs")
 def list_jobs():
     c = clients()
-    return jsonify([job_status(c.store, j, failing_warn_s=c.settings.failing_warn_s)
-                    for j in c.store.jobs.list(api_user())])
+    return jsonify(service.list_jobs(c.store, api_user(), failing_warn_s=c.settings.failing_warn_s))
 
 
 @bp.post("/jobs")
@@ -30,7 +29,7 @@ def create_job():
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)):
         raise InvalidInput(f"'chunk_size' must be an integer, got {chunk_size!r:.80}")
     frames = string_field(body, "frames", required=False)  # "START-END[:STEP]", not a number or a list
-    job = submit_job(
+    job = service.submit_job(
         c.store,
         c.broker,
         api_user(),
@@ -48,7 +47,7 @@ def create_job():
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str):
     c = clients()
-    return jsonify(job_status(c.store, c.store.jobs.get(api_user(), job_id), failing_warn_s=c.settings.failing_warn_s))
+    return jsonify(service.get_job(c.store, api_user(), job_id, failing_warn_s=c.settings.failing_warn_s))
 
 
 @bp.get("/jobs/<job_id>/failed")
@@ -63,43 +62,32 @@ def failed_frames(job_id: str):
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str):
     c = clients()
-    job = c.store.jobs.cancel(api_user(), job_id)
-    return jsonify(job_status(c.store, job, failing_warn_s=c.settings.failing_warn_s))
+    return jsonify(service.cancel_job(c.store, api_user(), job_id, failing_warn_s=c.settings.failing_warn_s))
 
 
 @bp.get("/jobs/<job_id>/export")
 def export_job(job_id: str):
     c = clients()
-    job = c.store.jobs.get(api_user(), job_id)
     fmt = request.args.get("format", "coco")
-    if fmt not in EXPORTS:
-        raise InvalidInput(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORTS)}")
-    if not JobState(job["state"]).finished and request.args.get("partial", "").lower() not in {"1", "true", "yes"}:
-        raise Conflict(f"job {job['id']} is {job['state']} ({job['frames_done']} of {job['frames_total']} frames "
-                       "done): wait for it to finish, or ask for a partial export with ?partial=1")
-    mimetype, suffix = EXPORTS[fmt]
-    model = c.store.models.get_unchecked(job["model"])
-    body = export_stream(c.objects, job, model, fmt)
+    partial = request.args.get("partial", "").lower() in {"1", "true", "yes"}
+    export = exports.export_job(c.store, c.objects, api_user(), job_id, fmt, partial=partial)
     return Response(
-        stream_with_context(body),
-        mimetype=mimetype,
-        headers={"Content-Disposition": f'attachment; filename="job-{job["id"]}-{fmt}{suffix}"'},
+        stream_with_context(export.blocks),
+        mimetype=export.mimetype,
+        headers={"Content-Disposition": f'attachment; filename="{export.filename}"'},
     )
 
 
 # -- recovery (REL): resume a stuck, parked or cancelled job; run its failed frames again ------------
 @bp.post("/jobs/<job_id>/resume")
 def resume_job_route(job_id: str):
-    from cluster.services.jobs import resume_job
-
     c = clients()
-    return jsonify(resume_job(c.store, c.broker, api_user(), job_id, failing_warn_s=c.settings.failing_warn_s))
+    return jsonify(service.resume_job(c.store, c.broker, api_user(), job_id,
+                                      failing_warn_s=c.settings.failing_warn_s))
 
 
 @bp.post("/jobs/<job_id>/retry-failed")
 def retry_failed_route(job_id: str):
-    from cluster.services.jobs import retry_failed_job
-
     c = clients()
-    return jsonify(retry_failed_job(c.store, c.broker, api_user(), job_id,
-                                    failing_warn_s=c.settings.failing_warn_s))
+    return jsonify(service.retry_failed_job(c.store, c.broker, api_user(), job_id,
+                                            failing_warn_s=c.settings.failing_warn_s))

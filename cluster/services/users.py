@@ -1,0 +1,34 @@
+"""Accounts: who may use Prelabel, and with which token.
+
+The API, the dashboard and the CLI's operator commands (`prelabel users`, `prelabel admin
+bootstrap`, which talk to Redis directly) all come here, so the rule on who may reissue a token is
+written once.
+"""
+
+from __future__ import annotations
+
+from cluster.errors import Forbidden
+from cluster.store import Store
+from cluster.store.users import User
+
+
+def add_user(store: Store, name: str, *, admin: bool = False) -> tuple[User, str]:
+    """Create the account; its API token is returned this once (only its hash is kept)."""
+    return store.users.add(name, admin=admin)
+
+
+def reset_token(store: Store, name: str, *, by: User | None) -> str:
+    """A new API token for ``name``; the old one and the user's dashboard sessions stop working.
+
+    ``by`` is the user asking through the API, who must be an admin; ``None`` is an operator with
+    access to Redis (the CLI), who needs no account."""
+    if by is not None and not by.admin:
+        raise Forbidden("only an admin can reissue API tokens")
+    store.users.get(name)  # NotFound for an unknown user, before anything changes
+    return store.users.new_token(name)
+
+
+def bootstrap_admin(store: Store, name: str, token: str) -> bool:
+    """Create the first admin with a token the operator already keeps (a Kubernetes Secret); true if
+    it was created, false if it exists with this token (a Job run twice)."""
+    return store.users.bootstrap_admin(name, token)
