@@ -1,4 +1,5 @@
-"""The CLI's client of the JSON API: every command but the admin ones goes through HTTP."""
+"""The client of the JSON API, Prelabel's SDK: the CLI's commands (all but the operator ones), the zoo
+installer, the demo and the benchmarks talk HTTP through it alone."""
 
 from __future__ import annotations
 

@@ -1,8 +1,11 @@
 """Preprocessing folded into the model graph.
 
-After :func:`apply_preprocessing` a model takes one ``uint8`` RGB image as ``[1, H, W, 3]`` (NHWC)
-of *any* height and width; resizing, colour conversion, mean/scale normalisation and the layout
-change to what the model wants all run inside OpenVINO.
+After :func:`apply_preprocessing` a model takes one ``uint8`` RGB image as ``[1, H, W, 3]`` (NHWC);
+colour conversion, mean/scale normalisation and the layout change to what the model wants run
+inside OpenVINO. So does the resize, of an image of any size, unless :func:`resizes_on_host` says
+the worker's decoding threads resize it first (a known network size and a linear or nearest
+resize: OpenCV's resize is an order of magnitude cheaper than OpenVINO's u8 Interpolate); the
+graph then takes exactly the network's size.
 """
 
 from __future__ import annotations

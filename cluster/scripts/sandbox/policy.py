@@ -1,7 +1,8 @@
 """What the OS sandbox of a script process does: the host-side settings and their wire form.
 
-This module is imported by the worker (``pool.py``) and must stay cheap and free of ctypes; the code
-that applies a policy lives beside it and runs only in the script process (see ``__init__.py``).
+This module is imported by the worker (``limits.py``, ``group.py``, ``process.py``) and must stay
+cheap and free of ctypes; the code that applies a policy lives beside it and runs only in the
+script process (see ``__init__.py``).
 
 A ``SandboxPolicy`` travels to the child in the "load" message as the plain dict ``for_child()``
 makes. The child applies it after the script's imports are loaded and before any script code runs.
@@ -40,7 +41,7 @@ class SandboxPolicy:
     ``cpu_seconds``    CPU seconds per process (RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL one second
                        later); 0 = no limit. The host replaces a process that has used half of it between
                        calls, so a long-lived process is never killed mid-frame for its cumulative use.
-                       The per-call wall-clock timeout is separate (``timeout`` of the pool).
+                       The per-call wall-clock timeout is separate (``ScriptLimits.timeout``).
     ``landlock``       "auto" uses Landlock when the kernel has it, "require" fails the load when it
                        does not, "off" skips it (seccomp still forbids opening files).
     ``user``/``group`` switch the script process to this user and group (names or ids) after its imports
