@@ -17,6 +17,7 @@ Parked chunks are left to a user's resume.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -151,18 +152,24 @@ class Reconciler:
         return resent
 
 
-def start_reconciler(store: Store, broker: Any, settings: Settings) -> None:
-    """Run the reconciler in a daemon thread of this process (the dashboard's gunicorn workers)."""
-    import threading
+class Reconciling(threading.Thread):
+    """The reconciler on its own thread (the dashboard's gunicorn workers; a worker's keeper runs it
+    between its other duties instead). It looks twice a period, so a pass is at most half a period
+    late; the Redis lock keeps it to one pass per period across every process."""
 
-    reconciler = Reconciler(store, broker, settings)
+    def __init__(self, reconciler: Reconciler) -> None:
+        super().__init__(name="reconciler", daemon=True)
+        self.reconciler = reconciler
+        self._stopped = threading.Event()
 
-    def loop() -> None:
-        while True:
+    def run(self) -> None:
+        while not self._stopped.is_set():
             try:
-                reconciler.maybe_run()
+                self.reconciler.maybe_run()
             except Exception as exc:  # noqa: BLE001 - Redis down: try again next period
                 log.warning("reconciler: %s", exc)
-            time.sleep(max(0.5, reconciler.period_s / 2))
+            self._stopped.wait(max(0.5, self.reconciler.period_s / 2))
 
-    threading.Thread(target=loop, name="reconciler", daemon=True).start()
+    def stop(self) -> None:
+        """Ask the thread to end after its current pass; does not wait for it."""
+        self._stopped.set()

@@ -226,7 +226,7 @@ def recording(session_settings, scaled_object, tmp_path_factory) -> Recording:
     marks: dict[str, float] = {}
     types: dict[str, str] = {}
     workers: list[subprocess.Popen] = []
-    stop_maintenance = None
+    maintenance = None
     sampler.start()
     try:
         time.sleep(0.3)  # idle before the job
@@ -246,10 +246,11 @@ def recording(session_settings, scaled_object, tmp_path_factory) -> Recording:
         time.sleep(1.5)  # no process alive: the orphaned messages stay where they are
 
         # The dashboard's maintenance pass, with no worker of the device alive, requeues them.
-        from cluster.broker.maintenance import start_maintenance
+        from cluster.broker.maintenance import Maintenance
 
         marks["maintenance"] = sampler.now()
-        stop_maintenance = start_maintenance(make_broker(settings), period_s=0.25)
+        maintenance = Maintenance(make_broker(settings), period_s=0.25)
+        maintenance.start()
         _wait(lambda: lengths()[WAITING] > 0, "the maintenance pass requeued the dead worker's messages",
               HEARTBEAT_S + 20)
         marks["requeued"] = sampler.now()
@@ -265,8 +266,8 @@ def recording(session_settings, scaled_object, tmp_path_factory) -> Recording:
     finally:
         sampler.halt.set()
         sampler.join(timeout=5)
-        if stop_maintenance is not None:
-            stop_maintenance.set()
+        if maintenance is not None:
+            maintenance.stop()
         for proc in workers:
             if proc.poll() is None:
                 kill_group(proc, signal.SIGTERM)
@@ -456,7 +457,7 @@ def test_a_message_in_a_dead_workers_ack_set_counts_for_the_new_trigger_and_not_
         session_settings, scaled_object, old_scaled_object):
     import dramatiq
 
-    from cluster.broker.maintenance import start_maintenance
+    from cluster.broker.maintenance import Maintenance
 
     base, _, _ = session_settings.redis_url.rpartition("/")
     settings = session_settings.with_(redis_url=f"{base}/8", heartbeat_timeout_s=1.0)
@@ -482,11 +483,12 @@ def test_a_message_in_a_dead_workers_ack_set_counts_for_the_new_trigger_and_not_
         assert decisions[-1].replicas == at_least, (so.name, _timeline(decisions))
 
     # No worker alive: the dashboard's maintenance pass puts it back once the worker is silent long enough.
-    stop = start_maintenance(make_broker(settings), period_s=0.2)
+    maintenance = Maintenance(make_broker(settings), period_s=0.2)
+    maintenance.start()
     try:
         _wait(lambda: client.llen(WAITING) == 1, "the dead worker's message requeued", 20)
     finally:
-        stop.set()
+        maintenance.stop()
     assert client.lrange(WAITING, 0, -1) == [redis_id.encode()]
     assert not client.exists(ack_set) and client.hlen(UNACKED) == 1
 

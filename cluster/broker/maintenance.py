@@ -22,17 +22,25 @@ def device_queues(broker: PrelabelBroker) -> list[str]:
     return sorted(q for q in broker.get_declared_queues() if not q.endswith((".DQ", ".XQ")))
 
 
-def start_maintenance(broker: PrelabelBroker, period_s: float) -> threading.Event:
-    """Run the requeue pass every ``period_s`` in a daemon thread; set the returned event to stop it."""
-    stop = threading.Event()
+class Maintenance(threading.Thread):
+    """The requeue pass for every declared queue, every ``period_s``, in a daemon thread; started and
+    stopped like Dramatiq's own threads (and the worker's keeper). A pass that fails (Redis down) is
+    logged and tried again next period."""
 
-    def loop() -> None:
-        while not stop.is_set():
+    def __init__(self, broker: PrelabelBroker, period_s: float) -> None:
+        super().__init__(name="broker-maintenance", daemon=True)
+        self.broker = broker
+        self.period_s = period_s
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.is_set():
             try:
-                broker.maintain(device_queues(broker))
+                self.broker.maintain(device_queues(self.broker))
             except Exception as exc:  # Redis down: try again next period
                 log.warning("requeue of dead workers' messages failed: %s", exc)
-            stop.wait(period_s)
+            self._stopped.wait(self.period_s)
 
-    threading.Thread(target=loop, name="broker-maintenance", daemon=True).start()
-    return stop
+    def stop(self) -> None:
+        """Ask the thread to end after its current pass; does not wait for it."""
+        self._stopped.set()

@@ -50,14 +50,14 @@ def post_worker_init(worker: Any) -> None:
     # registration checks' script processes as its children (see on_starting).
     make_non_dumpable()
     from cluster.broker.actors import declare_annotate
-    from cluster.broker.maintenance import start_maintenance
+    from cluster.broker.maintenance import Maintenance
     from cluster.broker.setup import make_broker
+    from cluster.reconcile import Reconciler, Reconciling
+    from cluster.store import Store
 
     settings = Settings.from_env()
     broker = make_broker(settings)
     declare_annotate(broker, max_retries=settings.max_retries)
-    start_maintenance(broker, period_s=max(1.0, settings.heartbeat_timeout_s / 3))
-    from cluster.reconcile import start_reconciler
-    from cluster.store import Store
-
-    start_reconciler(Store.from_settings(settings), broker, settings)  # chunks whose message was lost
+    Maintenance(broker, period_s=max(1.0, settings.heartbeat_timeout_s / 3)).start()
+    # Chunks whose message was lost, found from here too so that no worker need be alive.
+    Reconciling(Reconciler(Store.from_settings(settings), broker, settings)).start()
