@@ -119,11 +119,12 @@ def test_the_mask_export_has_one_png_per_frame_with_person_pixels(demo_job):
 
 
 def test_decoding_a_chunk_result_gives_frame_sized_masks(demo_job, cluster):
-    from cluster.objectstore import Keys, open_object_store
+    from cluster.annotations.chunk_result import ChunkResult
+    from cluster.objectstore import open_object_store
 
     status = demo_job["status"]
-    result = open_object_store(cluster).get_msgpack(Keys.chunk_result(status["id"], 0))
-    frame = result["frames"][0]
+    result = ChunkResult.read(open_object_store(cluster), status["id"], 0)
+    frame = result.frames[0]
     for shape in frame["shapes"]:
         if shape["type"] == "mask":
             assert decode(shape["rle"]).shape == (frame["height"], frame["width"])

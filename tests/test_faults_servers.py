@@ -14,10 +14,11 @@ import time
 import pytest
 from cluster_fixtures import FlaskApi, kill_group, noise_dataset, register, start_worker, tiny_model, wait_job
 
+from cluster.annotations.chunk_result import ChunkResult
 from cluster.dashboard import create_app
 from cluster.local.seaweed import start_seaweed
 from cluster.local.valkey import start_valkey
-from cluster.objectstore import Keys, open_object_store
+from cluster.objectstore import open_object_store
 from cluster.store import Store
 
 SLOW_SCRIPT = '''
@@ -40,7 +41,7 @@ def check_export(api, settings, job_id: str, frames: int) -> dict:
     seen: list[int] = []
     for chunk in range(status["chunk_count"]):
         try:
-            seen += [f["frame"] for f in objects.get_msgpack(Keys.chunk_result(job_id, chunk))["frames"]]
+            seen += [f["frame"] for f in ChunkResult.read(objects, job_id, chunk).frames]
         except Exception:  # noqa: BLE001 - a chunk that failed for good may have no result
             continue
     failed = [f["frame"] for f in api.get(f"/api/jobs/{job_id}/failed")]

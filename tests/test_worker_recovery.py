@@ -11,6 +11,7 @@ import psutil
 import pytest
 from cluster_fixtures import FlaskApi, kill_group, noise_dataset, register, start_worker, tiny_model, wait_job
 
+from cluster.annotations.chunk_result import ChunkResult
 from cluster.dashboard import create_app
 from cluster.objectstore import Keys, open_object_store
 from cluster.store import Store
@@ -69,9 +70,9 @@ def test_a_killed_workers_chunks_are_finished_by_another_worker_exactly_once(iso
         objects = open_object_store(settings)
         seen: list[int] = []
         for chunk in range(status["chunk_count"]):
-            result = objects.get_msgpack(Keys.chunk_result(job["id"], chunk))
-            seen += [f["frame"] for f in result["frames"]]
-            assert all(len(f["shapes"]) == 1 for f in result["frames"])
+            result = ChunkResult.read(objects, job["id"], chunk)
+            seen += [f["frame"] for f in result.frames]
+            assert all(len(f["shapes"]) == 1 for f in result.frames)
         assert sorted(seen) == list(range(frames)), "every frame once, none lost, none duplicated"
         keys = list(objects.list_keys(Keys.chunk_prefix(job["id"])))
         assert len(keys) == status["chunk_count"]

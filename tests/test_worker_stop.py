@@ -13,11 +13,12 @@ import pytest
 import redis
 from cluster_fixtures import FlaskApi, kill_group, noise_dataset, register, start_worker, tiny_model, wait_job
 
+from cluster.annotations.chunk_result import ChunkResult
 from cluster.broker.setup import NAMESPACE
 from cluster.dashboard import create_app
 from cluster.errors import ServiceUnavailable
 from cluster.jobs.states import ChunkState
-from cluster.objectstore import Keys, open_object_store
+from cluster.objectstore import open_object_store
 from cluster.store import Store
 
 # About 2 s a chunk of 8 frames: long enough to be caught mid-chunk.
@@ -84,7 +85,7 @@ def test_a_worker_told_to_stop_finishes_its_chunks_in_flight_and_hands_back_the_
         assert status["state"] == "completed" and status["frames_done"] == frames, status
         objects = open_object_store(settings)
         seen = [f["frame"] for chunk in range(status["chunk_count"])
-                for f in objects.get_msgpack(Keys.chunk_result(job["id"], chunk))["frames"]]
+                for f in ChunkResult.read(objects, job["id"], chunk).frames]
         assert sorted(seen) == list(range(frames)), "every frame once"
     finally:
         for proc in (first, second):

@@ -440,8 +440,9 @@ def test_a_job_with_the_zoo_text_detector_annotates_pages_and_not_flat_frames(se
     from skimage import data
     from test_worker_recovery import FlaskApi
 
+    from cluster.annotations.chunk_result import ChunkResult
     from cluster.dashboard import create_app
-    from cluster.objectstore import Keys, open_object_store
+    from cluster.objectstore import open_object_store
     from cluster.store import Store
     from cluster.zoo.install import add_zoo_model
 
@@ -473,8 +474,8 @@ def test_a_job_with_the_zoo_text_detector_annotates_pages_and_not_flat_frames(se
         kill_group(worker)
     assert status["state"] == "completed", (tmp_path / "worker.log").read_text()[-3000:]
     assert status["frames_done"] == 3 and status["frames_failed"] == 0
-    result = open_object_store(settings).get_msgpack(Keys.chunk_result(job["id"], 0))
-    by_name = {f["name"]: f for f in result["frames"]}
+    result = ChunkResult.read(open_object_store(settings), job["id"], 0)
+    by_name = {f["name"]: f for f in result.frames}
     assert 6 <= len(by_name["page.jpg"]["shapes"]) <= 10
     assert 6 <= len(by_name["page_big.jpg"]["shapes"]) <= 10
     assert by_name["flat.jpg"]["shapes"] == []
