@@ -161,7 +161,10 @@ def test_a_wrong_token_shows_an_error_and_the_right_one_opens_the_jobs_page(page
     expect(page).to_have_url(re.compile(r"/$"))
     expect(page.locator("h1")).to_have_text("Jobs")
     expect(page.locator("#whoami")).to_have_text(world["name"])
-    expect(page.locator(f'tr[data-job="{world["job"]["id"]}"] .state')).to_have_text("completed")
+    # one of its 55 frames failed: not the plain "completed" of a clean run
+    badge = page.locator(f'tr[data-job="{world["job"]["id"]}"] .state')
+    expect(badge).to_have_text("completed, 1 failed")
+    expect(badge).to_have_class(re.compile(r"\bstate-completed-failed\b"))
     _shot(page, "jobs")
 
 
@@ -203,14 +206,14 @@ def test_the_login_never_sends_the_user_to_another_site(cluster, world):
         assert r.headers["Location"] in ("/", cluster.api_url + "/"), target
 
 
-def test_the_jobs_page_shows_a_new_job_and_follows_its_progress_to_completed_without_a_reload(page, world):
+def test_the_jobs_page_follows_a_live_job_to_completed_without_a_reload(page, world):
     from playwright.sync_api import expect
 
+    job = world["client"].post("/api/jobs", json={"dataset": world["small"]["id"], "model": world["model"]["id"],
+                                                  "chunk_size": 1})
     _log_in(page, world["client"].token)
     expect(page.locator("h1")).to_have_text("Jobs")
     page.evaluate("window.__sameDocument = true")
-    job = world["client"].post("/api/jobs", json={"dataset": world["small"]["id"], "model": world["model"]["id"],
-                                                  "chunk_size": 1})
     row = page.locator(f'tr[data-job="{job["id"]}"]')
     expect(row.locator(".state")).to_have_text("completed")
     expect(row.locator(".pct")).to_have_text("100.0%")
@@ -219,6 +222,33 @@ def test_the_jobs_page_shows_a_new_job_and_follows_its_progress_to_completed_wit
     assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
     assert page.locator("tbody tr[data-job]").first.get_attribute("data-job") == job["id"], "newest job first"
     _shot(page, "jobs-live")
+
+
+def test_the_jobs_page_polls_only_while_a_listed_job_is_live(page, world):
+    """A job for a device no worker serves waits, queued: the page follows it, and stops asking once it
+    is cancelled (every job on the page finished)."""
+    from playwright.sync_api import expect
+
+    client = world["client"]
+    waiting = client.post("/api/jobs", json={"dataset": world["small"]["id"], "model": world["model"]["id"],
+                                             "device": "GPU"})
+    try:
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/api/jobs" in r.url else None)
+        _log_in(page, client.token)
+        row = page.locator(f'tr[data-job="{waiting["id"]}"]')
+        expect(row).to_have_attribute("data-live", "1")
+        expect(row.locator(".waiting")).to_contain_text("no worker serves device GPU")
+        expect(page.locator("#live-status")).to_have_attribute("data-polling", "1")
+        client.post(f"/api/jobs/{waiting['id']}/cancel")
+        expect(row.locator(".state")).to_have_text("cancelled")
+        expect(row).to_have_attribute("data-live", "0")
+        expect(page.locator("#live-status")).to_have_attribute("data-polling", "0")
+        expect(page.locator("#live-status")).to_contain_text("every job on this page has finished")
+        assert asked and all(u.rsplit("/", 1)[1] == waiting["id"] for u in asked), "only the live job is asked for"
+    finally:
+        if client.get(f"/api/jobs/{waiting['id']}")["state"] != "cancelled":
+            client.post(f"/api/jobs/{waiting['id']}/cancel")
 
 
 def test_starting_a_job_through_the_form_lands_on_its_page_which_follows_it_to_completed(page, world):
@@ -364,3 +394,26 @@ def test_the_annotations_api_finds_each_frame_of_a_job_with_a_step_across_chunks
     r = requests.get(f"{cluster.api_url}/api/jobs/{job['id']}/frames/1/annotations",
                      headers={"Authorization": f"Bearer {stranger.token}"}, timeout=10)
     assert r.status_code == 404
+
+
+def test_the_viewer_asks_nothing_for_frames_not_processed_yet(page, world):
+    """A job waiting for a GPU worker: its frames have no annotations yet, and the viewer says so
+    without a request that would answer 404 (and fill the console)."""
+    from playwright.sync_api import expect
+
+    client = world["client"]
+    waiting = client.post("/api/jobs", json={"dataset": world["small"]["id"], "model": world["model"]["id"],
+                                             "device": "GPU"})
+    try:
+        missing: list[str] = []
+        page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+        _log_in(page, client.token, f"/jobs/{waiting['id']}")
+        expect(page.locator("#overlay")).to_have_attribute("data-frame", "0")
+        expect(page.locator("#frame-status")).to_contain_text("Not annotated yet")
+        page.keyboard.press("ArrowRight")
+        expect(page.locator("#overlay")).to_have_attribute("data-frame", "1")
+        expect(page.locator("#frame-status")).to_contain_text("Not annotated yet")
+        assert missing == []
+        _shot(page, "job-waiting")
+    finally:
+        client.post(f"/api/jobs/{waiting['id']}/cancel")

@@ -53,6 +53,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     def http_error(exc: HTTPException):
         if request.path.startswith("/api/"):
             return jsonify({"error": exc.name.lower().replace(" ", "_"), "message": exc.description}), exc.code
+        if exc.code in (404, 405):  # a page the site does not have: the styled page, with a link home
+            return pages.http_error_page(exc)
         return exc
 
     @app.get("/healthz")

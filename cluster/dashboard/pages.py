@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
 
 from cluster.config import DEFAULT_DEVICE
 from cluster.dashboard import security
 from cluster.dashboard.auth import current_user, login_required
 from cluster.dashboard.clients import clients
 from cluster.errors import InvalidInput, NotFound, PrelabelError, Unauthorized
-from cluster.services.jobs import ChunkSizing, job_status, list_jobs, submit_job
+from cluster.jobs.plan import ChunkPlan
+from cluster.jobs.states import FINISHED_CHUNKS
+from cluster.services.jobs import ChunkSizing, job_status, submit_job
 
 bp = Blueprint("pages", __name__, template_folder="templates")
 
 FAILED_PAGE = 50  # failed frames shown per page on a job's page (the rest are paged in by the browser)
+JOBS_PAGE = 25  # jobs per page of the jobs list: its HTML and its live polling stay small
+ALL_JOBS = 1_000_000  # the store lists at most this many records: every job, to count the pages
 
 
 @bp.app_template_filter("when")
@@ -47,6 +52,14 @@ def _user_or_none():
 
 def error_page(exc: PrelabelError):
     return render_template("error.html", error=exc, user=_user_or_none()), exc.status
+
+
+def http_error_page(exc: HTTPException):
+    """An unknown page (or a wrong method) on the site: the styled page with a way home, not a bare 404."""
+    status = exc.code or 500
+    message = "There is no page at this address." if status == 404 else (exc.description or exc.name)
+    error = {"status": status, "message": message}
+    return render_template("error.html", error=error, user=_user_or_none()), status
 
 
 def _safe_next(target: str | None) -> str:
@@ -95,14 +108,28 @@ def logout():
     return response
 
 
+def _page_number() -> int:
+    """``?page=N`` (1-based); anything else is the first page."""
+    try:
+        return max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        return 1
+
+
 def _jobs_page(form: dict | None = None, form_error: str | None = None, status: int = 200):
+    """One page of the jobs list, newest first: only that page's jobs get their (costlier) status figures."""
     c = clients()
     user = current_user()
-    rows = list_jobs(c.store, user, failing_warn_s=c.settings.failing_warn_s)
+    records = c.store.jobs.list(user, limit=ALL_JOBS)
+    pages = max(1, -(-len(records) // JOBS_PAGE))
+    number = min(_page_number(), pages)
+    shown = records[(number - 1) * JOBS_PAGE:number * JOBS_PAGE]
+    rows = [job_status(c.store, record, failing_warn_s=c.settings.failing_warn_s) for record in shown]
     return render_template(
         "jobs.html",
         user=user,
         jobs=rows,
+        paging={"page": number, "pages": pages, "total": len(records), "per_page": JOBS_PAGE},
         datasets=c.store.datasets.list(user),
         models=c.store.models.list(user),
         form=form or {},
@@ -139,6 +166,34 @@ def start_job():
     return redirect(url_for("pages.job", job_id=job["id"]))
 
 
+def _unprocessed(store, job: dict) -> list[list[int]]:
+    """The frame spans [start, stop) of the job's chunks without an outcome yet (pending, running or
+    parked): the viewer asks the API for a frame's annotations only outside them, so frames not yet
+    processed cost no request (and no 404 in the browser's console)."""
+    plan = ChunkPlan.of_job(job)
+    spans = []
+    for index, state in sorted(store.jobs.chunk_states(job["id"]).items()):
+        if state not in FINISHED_CHUNKS:
+            chunk = plan.chunk(index)
+            spans.append([chunk.start, chunk.stop])
+    return spans
+
+
+@bp.get("/jobs/<job_id>/unprocessed")
+@login_required
+def unprocessed(job_id: str):
+    """For the job page's viewer (see _unprocessed)."""
+    c = clients()
+    record = c.store.jobs.get(current_user(), job_id)
+    return jsonify({"spans": _unprocessed(c.store, record)})
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for it on pages that name none (a JSON answer, an image)."""
+    return redirect(url_for("static", filename="favicon.svg"), 301)
+
+
 @bp.get("/jobs/<job_id>")
 @login_required
 def job(job_id: str):
@@ -153,6 +208,7 @@ def job(job_id: str):
         "job.html",
         user=user,
         job=job_status(c.store, record, failing_warn_s=c.settings.failing_warn_s),
-        failed=c.store.jobs.failed_frames(record["id"], 0, FAILED_PAGE - 1),
-        page={"labels": labels, "failed_page": FAILED_PAGE},
+        # stored in the order chunks finished; shown in frame order
+        failed=sorted(c.store.jobs.failed_frames(record["id"]), key=lambda f: f["frame"])[:FAILED_PAGE],
+        page={"labels": labels, "failed_page": FAILED_PAGE, "unprocessed": _unprocessed(c.store, record)},
     )

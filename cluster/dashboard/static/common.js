@@ -89,26 +89,47 @@ const Prelabel = (() => {
     widget.classList.toggle("is-completed", job.state === "completed");
   }
 
-  function setBadge(badge, state) {
-    badge.textContent = state;
-    badge.className = badge.className.replace(/\bstate-\S+/g, "").trim() + " state-" + state;
+  /** A job's state in words: a completed job with failed frames says how many (see _macros.html). */
+  function stateText(job) {
+    return job.state === "completed" && job.frames_failed ? `completed, ${job.frames_failed} failed` : job.state;
   }
 
-  /** Call fn every ms milliseconds (not while the tab is hidden) until it returns false. */
+  /** Whether a page follows the job: unfinished, or cancelled with chunks still running to their end. */
+  function isLive(job) {
+    return !FINISHED.includes(job.state) || !!(job.chunks && job.chunks.running);
+  }
+
+  /** A state badge from a job status (or a bare state name). */
+  function setBadge(badge, job) {
+    if (typeof job === "string") job = {state: job, frames_failed: 0};
+    badge.textContent = stateText(job);
+    badge.className = badge.className.replace(/\bstate-\S+/g, "").trim() + " state-" + job.state;
+    badge.classList.toggle("state-completed-failed", job.state === "completed" && job.frames_failed > 0);
+  }
+
+  /** Call fn every ms milliseconds (not while the tab is hidden) until it returns false. The returned
+      object stops it (stop()), starts it again if it had ended (wake()), and tells if it runs (running()). */
   function poll(fn, ms) {
-    let stopped = false;
+    let stopped = false, scheduled = false;
     async function tick() {
+      scheduled = false;
       if (stopped) return;
       let again = true;
       if (!document.hidden) {
         try { again = (await fn()) !== false; } catch (e) { console.warn(e); }
       }
-      if (again && !stopped) setTimeout(tick, ms);
+      if (again && !stopped && !scheduled) { scheduled = true; setTimeout(tick, ms); }
     }
+    scheduled = true;
     setTimeout(tick, ms);
-    return () => { stopped = true; };
+    return {
+      stop() { stopped = true; },
+      wake() { stopped = false; if (!scheduled) { scheduled = true; setTimeout(tick, ms); } },
+      running() { return scheduled && !stopped; },
+    };
   }
 
   document.addEventListener("DOMContentLoaded", () => localizeTimes());
-  return {FINISHED, ApiError, api, csrfToken, el, duration, ago, localizeTimes, pct, setProgress, setBadge, poll};
+  return {FINISHED, ApiError, api, csrfToken, el, duration, ago, localizeTimes, pct, setProgress, setBadge, stateText,
+          isLive, poll};
 })();

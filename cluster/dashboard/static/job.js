@@ -2,7 +2,7 @@
    the job, each drawn with its shapes as an SVG overlay over the image). */
 "use strict";
 (() => {
-  const {api, el, setProgress, setBadge, duration, poll, FINISHED} = Prelabel;
+  const {api, el, setProgress, setBadge, duration, poll, isLive, FINISHED} = Prelabel;
   const $ = id => document.getElementById(id);
   const data = JSON.parse($("page-data").textContent);
   const labels = data.labels || {};
@@ -11,10 +11,12 @@
   const [START, STOP, STEP] = job.frames;
   const TOTAL = job.frames_total;
   const failedSeen = new Set();
+  let unprocessed = data.unprocessed || [];  // [start, stop) spans of chunks with no outcome yet
+  const processed = n => !unprocessed.some(([a, b]) => a <= n && n < b);
 
   // ---- live status ---------------------------------------------------------------------------
   function show(j) {
-    setBadge($("state"), j.state);
+    setBadge($("state"), j);
     setProgress(document.querySelector("#summary .progress"), j);
     $("n-done").textContent = j.frames_done;
     $("n-failed").textContent = j.frames_failed;
@@ -36,14 +38,22 @@
     show(job);
     if (job.frames_failed !== before.frames_failed) loadFailed();
     if (job.frames_done + job.frames_failed !== before.frames_done + before.frames_failed
-        || job.state !== before.state) review.retryPending();
-    return !FINISHED.includes(job.state);
+        || job.state !== before.state) {
+      unprocessed = (await api(`/jobs/${JOB}/unprocessed`)).spans;
+      review.retryPending();
+    }
+    return isLive(job);  // after a cancel, until the chunks still running have finished
+  }
+  let poller = null;
+  function follow() {
+    if (!isLive(job)) return;
+    if (poller) poller.wake(); else poller = poll(refresh, 1500);
   }
 
   $("cancel").addEventListener("click", async () => {
     if (!confirm("Cancel this job? Frames already annotated are kept.")) return;
     $("cancel").disabled = true;
-    try { show(job = await api(`/api/jobs/${JOB}/cancel`, {method: "POST"})); review.retryPending(); }
+    try { show(job = await api(`/api/jobs/${JOB}/cancel`, {method: "POST"})); review.retryPending(); follow(); }
     catch (e) { alert(e.message); }
     finally { $("cancel").disabled = false; }
   });
@@ -52,17 +62,30 @@
   const FAILED_PAGE = data.failed_page || 50;
   let failedPage = 0;
 
-  async function loadFailed() {
-    const rows = await api(`/api/jobs/${JOB}/failed?start=${failedPage * FAILED_PAGE}&limit=${FAILED_PAGE}`);
+  let failedAll = null;  // every failed frame, in frame order (the API lists them in the order chunks finished)
+
+  async function loadFailed(reload = true) {
+    if (reload || failedAll === null) {
+      const all = [];
+      for (let start = 0; ; start += 10000) {
+        const part = await api(`/api/jobs/${JOB}/failed?start=${start}&limit=10000`);
+        all.push(...part);
+        if (part.length < 10000) break;
+      }
+      failedAll = all.sort((a, b) => a.frame - b.frame);
+    }
+    const count = failedAll.length;
+    const pages = Math.max(1, Math.ceil(count / FAILED_PAGE));
+    failedPage = Math.min(failedPage, pages - 1);
+    const rows = failedAll.slice(failedPage * FAILED_PAGE, (failedPage + 1) * FAILED_PAGE);
     const tbody = document.querySelector("#failed tbody");
     tbody.replaceChildren(...(rows.length ? rows.map(failedRow)
       : [el("tr", {class: "empty"}, el("td", {colspan: 3, text: "No frame has failed."}))]));
-    rows.forEach(f => { failedSeen.add(f.frame); review.markFailed(f.frame); });
-    const pages = Math.max(1, Math.ceil(job.frames_failed / FAILED_PAGE));
+    failedAll.forEach(f => { failedSeen.add(f.frame); review.markFailed(f.frame); });
     const pager = $("failed-pager");
-    pager.hidden = job.frames_failed <= FAILED_PAGE;
+    pager.hidden = count <= FAILED_PAGE;
     pager.querySelector(".where").textContent =
-      `${failedPage * FAILED_PAGE + 1}–${failedPage * FAILED_PAGE + rows.length} of ${job.frames_failed}`;
+      `${failedPage * FAILED_PAGE + 1}–${failedPage * FAILED_PAGE + rows.length} of ${count}`;
     pager.querySelector('[data-go="-1"]').disabled = failedPage === 0;
     pager.querySelector('[data-go="1"]').disabled = failedPage >= pages - 1;
   }
@@ -76,7 +99,7 @@
     const go = e.target.closest("button[data-go]");
     if (!go) return;
     failedPage = Math.max(0, failedPage + Number(go.dataset.go));
-    loadFailed();
+    loadFailed(false);
   });
   document.querySelector("#failed tbody").addEventListener("click", e => {
     const row = e.target.closest("tr[data-frame]");
@@ -209,10 +232,14 @@
       $("next-frame").disabled = n + STEP >= STOP;
       const rec = records.get(n) || {frame: n, name: "", width: 0, height: 0};
       let ann = null, problem = null;
-      try {
-        ann = await api(`/api/jobs/${JOB}/frames/${n}/annotations`);
-      } catch (e) {
-        problem = e;
+      if (!processed(n)) {  // not asked for: its chunk has no outcome yet
+        problem = {status: 404, message: "not processed yet"};
+      } else {
+        try {
+          ann = await api(`/api/jobs/${JOB}/frames/${n}/annotations`);
+        } catch (e) {
+          problem = e;
+        }
       }
       if (mine !== ticket) return;
       pending = !!problem && problem.status === 404 && !FINISHED.includes(job.state);
@@ -327,5 +354,5 @@
 
   review.start();
   if (job.frames_failed > FAILED_PAGE) loadFailed();  // shows the pager
-  if (!FINISHED.includes(job.state)) poll(refresh, 1500);
+  follow();
 })();

@@ -1,26 +1,13 @@
-/* The jobs page: every row follows its job live, and jobs started elsewhere appear on their own. */
+/* The jobs page: the rows of live jobs follow their job, one small request per live job, and the
+   polling stops once every job on the page has finished (a finished page costs no requests). */
 "use strict";
 (() => {
-  const {api, el, setProgress, setBadge, duration, poll, localizeTimes} = Prelabel;
+  const {api, setProgress, setBadge, duration, poll, isLive} = Prelabel;
   const tbody = document.querySelector("#jobs tbody");
   const status = document.getElementById("live-status");
 
-  function newRow(j) {
-    return el("tr", {"data-job": j.id},
-      el("td", {}, el("a", {class: "job-link", href: "/jobs/" + encodeURIComponent(j.id), text: j.id}),
-        el("div", {class: "hint"}, el("time", {class: "created", datetime: new Date(j.created_at * 1000).toISOString()}))),
-      el("td", {class: "dataset", text: j.dataset_name}), el("td", {class: "model", text: j.model_name}),
-      el("td", {class: "device", text: j.device}),
-      el("td", {}, el("span", {class: "badge state"}), el("div", {class: "hint waiting"})),
-      el("td", {}, el("div", {class: "progress"},
-        el("div", {class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100},
-          el("div", {class: "done"}), el("div", {class: "bad"})),
-        el("span", {class: "pct"}))),
-      el("td", {class: "num counts"}), el("td", {class: "num fps"}), el("td", {class: "num eta"}));
-  }
-
   function fill(row, j) {
-    setBadge(row.querySelector(".state"), j.state);
+    setBadge(row.querySelector(".state"), j);
     setProgress(row.querySelector(".progress"), j);
     row.querySelector(".counts").textContent = `${j.frames_done} / ${j.frames_failed} / ${j.frames_total}`;
     row.querySelector(".fps").textContent = j.fps ? j.fps.toFixed(1) : "–";
@@ -28,36 +15,32 @@
     const waiting = row.querySelector(".waiting");
     waiting.textContent = j.warning || "";  // no worker for the device, chunks retrying, or parked
     waiting.title = j.warning || "";
+    row.dataset.live = isLive(j) ? "1" : "0";
+  }
+
+  const liveRows = () => [...tbody.querySelectorAll('tr[data-job][data-live="1"]')];
+
+  function say() {
+    const n = liveRows().length;
+    status.classList.remove("error");
+    status.dataset.polling = n ? "1" : "0";
+    status.textContent = n ? `· following ${n} live job${n === 1 ? "" : "s"}` : "· every job on this page has finished";
   }
 
   async function refresh() {
-    let jobs;
+    const rows = liveRows();
     try {
-      jobs = await api("/api/jobs");
+      const jobs = await Promise.all(rows.map(r => api("/api/jobs/" + encodeURIComponent(r.dataset.job))));
+      jobs.forEach((j, i) => fill(rows[i], j));
     } catch (e) {
       status.textContent = "· cannot reach the server, retrying…";
       status.classList.add("error");
       return true;
     }
-    status.classList.remove("error");
-    status.textContent = "· live";
-    const rows = new Map([...tbody.querySelectorAll("tr[data-job]")].map(r => [r.dataset.job, r]));
-    // The API lists newest first; a job we have not seen goes above the older ones.
-    let previous = null;
-    for (const j of jobs) {
-      let row = rows.get(j.id);
-      if (!row) {
-        row = newRow(j);
-        if (previous) previous.after(row); else tbody.prepend(row);
-        localizeTimes(row);
-        tbody.querySelector("tr.empty")?.remove();
-      }
-      fill(row, j);
-      previous = row;
-    }
-    return true;
+    say();
+    return liveRows().length > 0;
   }
 
-  poll(refresh, 1500);
-  refresh();
+  say();
+  if (liveRows().length) poll(refresh, 1500);
 })();
