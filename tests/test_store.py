@@ -250,3 +250,57 @@ def test_a_chunk_failure_warns_in_the_status_for_the_configured_time(store):
     job = store.jobs.get_unchecked(job_id)
     assert "cannot read s3://frames" in job_status(store, job, failing_warn_s=3600)["warning"]
     assert "failing" not in (job_status(store, job, failing_warn_s=0)["warning"] or "")
+
+
+def _job_keys(store, job_id):
+    return sorted(store.redis.scan_iter(f"prelabel:job:{job_id}*"))
+
+
+def test_a_finished_job_is_deleted_with_every_key_and_an_unfinished_one_is_refused(store):
+    owner, _ = store.users.add(_unique("gina"))
+    job = _job(store, owner, frames=20, chunk=10)
+    with pytest.raises(Conflict, match="cancel it first"):
+        store.jobs.delete(job)
+    assert store.jobs.claim_chunk(job["id"], 0)[0]
+    store.jobs.finish_chunk(job["id"], 0, state=ChunkState.DONE, done=9,
+                            failed=[{"frame": 3, "name": "f3.jpg", "reason": "corrupt"}])
+    store.jobs.cancel(owner, job["id"])
+    assert _job_keys(store, job["id"])
+    store.jobs.delete(job)
+    assert _job_keys(store, job["id"]) == []
+    assert job["id"] not in [j["id"] for j in store.jobs.list(owner)]
+    assert job["id"] in store.jobs.purge_pending(limit=1000)
+    store.jobs.purged(job["id"])
+    assert job["id"] not in store.jobs.purge_pending(limit=1000)
+    with pytest.raises(NotFound):
+        store.jobs.delete(job)
+    with pytest.raises(NotFound):
+        store.jobs.get(owner, job["id"])
+
+
+def test_a_cancelled_job_whose_chunks_still_run_is_kept_until_they_settle(store):
+    owner, _ = store.users.add(_unique("hal"))
+    job = _job(store, owner, frames=20, chunk=10)
+    assert store.jobs.claim_chunk(job["id"], 1)[0]
+    store.jobs.cancel(owner, job["id"])
+    with pytest.raises(Conflict, match="still running"):
+        store.jobs.delete(job, settle_s=600)
+    store.jobs.delete(job, settle_s=0)  # a worker that died with the chunk never finishes it
+    assert _job_keys(store, job["id"]) == []
+    assert store.jobs.finish_chunk(job["id"], 1, state=ChunkState.DONE, done=10, failed=[]) is False
+    assert _job_keys(store, job["id"]) == [], "a late finish brings nothing back"
+
+
+def test_a_deleted_models_labels_stay_with_its_jobs(store):
+    owner, _ = store.users.add(_unique("ivy"))
+    job = _job(store, owner, frames=5)
+    model = store.models.get_unchecked(job["model"])
+    assert store.jobs.unfinished_with("model", model["id"]) == job["id"]
+    store.jobs.cancel(owner, job["id"])
+    assert store.jobs.unfinished_with("model", model["id"]) is None
+    assert store.jobs.keep_model_labels(model["id"], model["labels"]) == 1
+    store.models.delete(model)
+    with pytest.raises(NotFound):
+        store.models.get(owner, model["name"])
+    assert store.jobs.get_unchecked(job["id"])["model_labels"] == {"1": "person"}
+    store.models.create(owner, model["name"], {"labels": {}})  # the name is free again

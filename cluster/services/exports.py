@@ -20,6 +20,7 @@ from cluster.export.cvat import write_cvat
 from cluster.export.masks import write_masks
 from cluster.jobs.states import JobState
 from cluster.objectstore import ObjectStore
+from cluster.services.jobs import job_labels
 from cluster.store import Store
 from cluster.store.users import User
 
@@ -101,5 +102,5 @@ def export_job(store: Store, objects: ObjectStore, user: User, job_id: str, fmt:
         raise Conflict(f"job {job['id']} is {job['state']} ({job['frames_done']} of {job['frames_total']} frames "
                        "done): wait for it to finish, or ask for a partial export with ?partial=1")
     mimetype, suffix = EXPORTS[fmt]
-    model = store.models.get_unchecked(job["model"])
+    model = {"labels": job_labels(store, job)}  # the model may be deleted since: its labels stay with the job
     return Export(f"job-{job['id']}-{fmt}{suffix}", mimetype, export_stream(objects, job, model, fmt))

@@ -12,10 +12,11 @@ from dramatiq.brokers.redis import RedisBroker
 from cluster.broker.actors import send_job_chunks
 from cluster.broker.queues import normalize_device, queue_for
 from cluster.config import DEFAULT_DEVICE, Settings
-from cluster.errors import InvalidInput
+from cluster.errors import InvalidInput, NotFound
 from cluster.jobs.plan import ChunkPlan, ChunkSizing, adaptive_chunk_size, parse_frames
 from cluster.jobs.states import ChunkState, JobState
 from cluster.jobs.thresholds import job_threshold
+from cluster.objectstore import Keys, ObjectStore
 from cluster.reconcile import job_queues, messages_present, unsent_chunks
 from cluster.store import Store
 from cluster.store.users import User
@@ -113,10 +114,40 @@ def retry_failed_job(store: Store, broker: Broker, user: User, job_id: str, *,
     return job_status(store, job, failing_warn_s=failing_warn_s) | {"resent_chunks": chunks}
 
 
+#: How long after a cancel a job whose chunks still run is kept from deletion: a running chunk
+#: writes its result when it ends, and would leave it behind in S3 if the job were already gone.
+DELETE_SETTLE_S = 60.0
+
+
+def delete_job(store: Store, objects: ObjectStore, user: User, job_id: str, *,
+               settle_s: float = DELETE_SETTLE_S) -> dict[str, Any]:
+    """Delete a finished job (its owner or an admin): its Redis records in one atomic step, which
+    refuses an unfinished job (409: cancel it first), then its chunk results in S3. A removal of
+    results that failed (S3 down) is retried by the next delete; a second delete of the job is a 404."""
+    job = store.jobs.get(user, job_id)
+    store.jobs.require_owner(user, job)
+    store.jobs.delete(job, settle_s=settle_s)
+    for pending in dict.fromkeys([job["id"], *store.jobs.purge_pending()]):
+        objects.delete_prefix(Keys.chunk_prefix(pending))
+        store.jobs.purged(pending)
+    return job
+
+
+def job_labels(store: Store, job: dict[str, Any]) -> dict[str, Any]:
+    """The label map of the job's model; kept in the job when the model was deleted; {} if neither."""
+    if job.get("model_labels") is not None:
+        return job["model_labels"]
+    try:
+        return store.models.get_unchecked(job["model"])["labels"]
+    except NotFound:
+        return {}
+
+
 def job_status(store: Store, job: dict[str, Any], *, failing_warn_s: float = Settings.failing_warn_s) -> dict[str, Any]:
     """A job's record with the figures people ask for: progress, speed, ETA, and why it waits
     (a chunk failure noted less than ``failing_warn_s`` ago, after the job's last progress, too)."""
     status = dict(job)
+    status.pop("model_labels", None)  # the label map of a deleted model: for exports, not for lists
     processed = int(job["frames_done"]) + int(job["frames_failed"])
     total = int(job["frames_total"])
     started = job.get("started_at")

@@ -174,3 +174,21 @@ def register_model(
         record_id=model_id,
     )
     return record
+
+
+def delete_model(store: Store, objects: ObjectStore, user: User, ref: str) -> dict[str, Any]:
+    """Delete a model (its owner or an admin) with its files, unless an unfinished job uses it (409).
+
+    Finished jobs keep its label map (copied into each of them first), so their exports and viewer
+    still name their labels. The record goes before the files: a job submitted from now on finds
+    no model, rather than a model without files."""
+    model = store.models.get(user, ref)
+    store.models.require_owner(user, model)
+    job = store.jobs.unfinished_with("model", model["id"])
+    if job:
+        raise Conflict(f"model {model['name']!r} is used by unfinished job {job}; cancel the job (or let it "
+                       "finish) first")
+    store.jobs.keep_model_labels(model["id"], model.get("labels") or {})
+    store.models.delete(model)
+    objects.delete_prefix(Keys.model_file(model["id"], ""))  # models/<id>/
+    return model

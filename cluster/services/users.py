@@ -32,3 +32,10 @@ def bootstrap_admin(store: Store, name: str, token: str) -> bool:
     """Create the first admin with a token the operator already keeps (a Kubernetes Secret); true if
     it was created, false if it exists with this token (a Job run twice)."""
     return store.users.bootstrap_admin(name, token)
+
+
+def list_users(store: Store, *, by: User) -> list[dict]:
+    """Every account (admins only): name, admin, when created; never a token or its hash."""
+    if not by.admin:
+        raise Forbidden("only an admin can list users")
+    return [user.to_dict() for user in store.users.list()]

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from cluster.errors import InvalidTransition
+from cluster.errors import Conflict, InvalidTransition, NotFound
 from cluster.jobs.plan import ChunkPlan, FrameRange
 from cluster.jobs.states import (
     CHUNK_TRANSITIONS,
@@ -21,7 +21,7 @@ from cluster.jobs.states import (
     ChunkState,
     JobState,
 )
-from cluster.store.base import dumps, loads, now, redis_errors, texts
+from cluster.store.base import PREFIX, dumps, loads, now, redis_errors, texts
 from cluster.store.records import OwnedRecords
 from cluster.store.users import User
 
@@ -172,6 +172,35 @@ redis.call('HSET', KEYS[1], 'state', cjson.encode(ARGV[1]), 'finished_at', ARGV[
 return {1, cur}
 """
 
+# Delete: a finished job's every key, its index entries, and a note that its S3 results are still to
+# be removed (KEYS[8], cleared once they are), in one step; refused while the job is unfinished, and
+# while a cancelled job's chunks are still running less than ARGV[2] seconds after the cancel (a
+# running chunk writes its result after the job ended: deleting first would leave that result behind).
+_DELETE = """
+local JOB_FINISHED = $JOB_FINISHED
+local raw = redis.call('HGET', KEYS[1], 'state')
+if not raw then return {0, 'missing'} end
+local jstate = cjson.decode(raw)
+if not JOB_FINISHED[jstate] then return {0, jstate} end
+local finished_at = cjson.decode(redis.call('HGET', KEYS[1], 'finished_at') or 'null')
+if finished_at ~= cjson.null and tonumber(ARGV[1]) - tonumber(finished_at) < tonumber(ARGV[2]) then
+  for _, state in ipairs(redis.call('HVALS', KEYS[2])) do
+    if state == $CHUNK_RUNNING then return {0, 'chunks running'} end
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('ZREM', KEYS[6], ARGV[3])
+redis.call('ZREM', KEYS[7], ARGV[3])
+redis.call('SADD', KEYS[8], ARGV[3])
+return {1, jstate}
+"""
+
+# A label map copied into a job unless the job is gone (HSET would bring back a deleted job's hash).
+_KEEP_LABELS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSETNX', KEYS[1], 'model_labels', ARGV[1])
+"""
+
 #: The scripts as written (``$NAME`` placeholders, no state names), by name; tests read them.
 TEMPLATES: dict[str, str] = {
     "claim": _CLAIM,
@@ -180,6 +209,7 @@ TEMPLATES: dict[str, str] = {
     "retry_failed": _RETRY_FAILED,
     "finish": _FINISH,
     "set_job_state": _SET_JOB_STATE,
+    "delete": _DELETE,
 }
 
 
@@ -228,6 +258,8 @@ class JobStore(OwnedRecords):
         self._release = client.register_script(SCRIPTS["release"])
         self._resume = client.register_script(SCRIPTS["resume"])
         self._retry_failed = client.register_script(SCRIPTS["retry_failed"])
+        self._delete = client.register_script(SCRIPTS["delete"])
+        self._keep_labels = client.register_script(_KEEP_LABELS)
 
     def _chunks(self, job_id: str) -> str:
         return self.key(job_id) + ":chunks"
@@ -240,6 +272,14 @@ class JobStore(OwnedRecords):
 
     def _parked(self, job_id: str) -> str:
         return self.key(job_id) + ":parked"
+
+    def _owner_index(self, owner: str) -> str:
+        """The owner's job ids by creation time (the whole list's index is ``_index``)."""
+        return f"{PREFIX}jobs:owner:{owner}"
+
+    def _purge(self) -> str:
+        """Ids of deleted jobs whose S3 results are not known to be removed yet."""
+        return f"{PREFIX}jobs:purge"
 
     def create(
         self,
@@ -354,6 +394,68 @@ class JobStore(OwnedRecords):
         self.require_owner(user, job)
         self.set_state(job["id"], JobState.CANCELLED)
         return self.get(user, job_id)
+
+    def delete(self, job: dict[str, Any], *, settle_s: float = 60.0) -> None:
+        """Remove a finished job's records: the job, its chunk states, failures, deaths, parked
+        chunks and index entries (its chunk results in S3 are the caller's: ``purge_pending`` lists
+        the jobs whose results are still to remove). Conflict if the job is unfinished, or was
+        cancelled less than ``settle_s`` ago and still has running chunks."""
+        job_id = job["id"]
+        with redis_errors("delete a job"):
+            ok, why = self._delete(
+                keys=[self.key(job_id), self._chunks(job_id), self._failed(job_id), self._deaths(job_id),
+                      self._parked(job_id), self._index(), self._owner_index(job["owner"]), self._purge()],
+                args=[now(), float(settle_s), job_id],
+            )
+        if ok:
+            return
+        if why == "missing":
+            raise NotFound(f"no job {job_id!r}")
+        if why == "chunks running":
+            raise Conflict(f"job {job_id} was cancelled moments ago and some of its chunks are still running; "
+                           f"try again in a minute")
+        raise Conflict(f"job {job_id} is {why}; cancel it first (POST /api/jobs/{job_id}/cancel, "
+                       f"or prelabel jobs cancel {job_id})")
+
+    def purge_pending(self, limit: int = 10) -> list[str]:
+        """Deleted jobs whose S3 results may still exist (a removal that failed, or is under way)."""
+        with redis_errors("list deleted jobs"):
+            return texts(self.r.srandmember(self._purge(), limit) or [])
+
+    def purged(self, job_id: str) -> None:
+        with redis_errors("note a deleted job's results removed"):
+            self.r.srem(self._purge(), job_id)
+
+    def unfinished_with(self, field: str, value: Any, batch: int = 500) -> str | None:
+        """The id of an unfinished job (any owner) whose ``field`` is ``value``, or None."""
+        with redis_errors("find unfinished jobs"):
+            ids = texts(self.r.zrevrange(self._index(), 0, -1))
+            for first in range(0, len(ids), batch):
+                part = ids[first:first + batch]
+                pipe = self.r.pipeline(transaction=False)
+                for job_id in part:
+                    pipe.hmget(self.key(job_id), ["state", field])
+                for job_id, (state, raw) in zip(part, pipe.execute()):
+                    if state is not None and not JobState(loads(state)).finished and loads(raw) == value:
+                        return job_id
+        return None
+
+    def keep_model_labels(self, model_id: str, labels: dict[str, Any], batch: int = 500) -> int:
+        """Copy a model's label map into every job that used it (before the model is deleted), so
+        those jobs' exports and viewer still name their labels; returns how many jobs."""
+        kept = 0
+        with redis_errors("keep a model's labels in its jobs"):
+            ids = texts(self.r.zrevrange(self._index(), 0, -1))
+            for first in range(0, len(ids), batch):
+                part = ids[first:first + batch]
+                pipe = self.r.pipeline(transaction=False)
+                for job_id in part:
+                    pipe.hget(self.key(job_id), "model")
+                users = [job_id for job_id, raw in zip(part, pipe.execute()) if loads(raw) == model_id]
+                for job_id in users:
+                    self._keep_labels(keys=[self.key(job_id)], args=[dumps(labels)])
+                kept += len(users)
+        return kept
 
     def chunk_states(self, job_id: str) -> dict[int, ChunkState]:
         with redis_errors("read chunk states"):

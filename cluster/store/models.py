@@ -52,6 +52,15 @@ class ModelStore(OwnedRecords):
     def create(self, owner: User, name: str, fields: dict[str, Any], record_id: str | None = None) -> dict[str, Any]:
         return self._create(owner, name, fields, record_id)
 
+    def delete(self, record: dict[str, Any]) -> None:
+        """Remove a model's record, name and speed figures (its S3 files are the caller's)."""
+        with redis_errors("delete a model"):
+            pipe = self.r.pipeline()
+            pipe.hdel(self._names(record["owner"]), record["name"])
+            pipe.zrem(self._index(), record["id"])
+            pipe.delete(self.key(record["id"]), self._speed_key(record["id"]))
+            pipe.execute()
+
     def name_taken(self, owner: User, name: str) -> bool:
         with redis_errors("check a model name"):
             return bool(self.r.hexists(self._names(owner.name), name))

@@ -50,6 +50,14 @@ def get_job(job_id: str):
     return jsonify(service.get_job(c.store, api_user(), job_id, failing_warn_s=c.settings.failing_warn_s))
 
 
+@bp.delete("/jobs/<job_id>")
+def delete_job(job_id: str):
+    """Delete a finished job with its results (owner or admin); an unfinished one is a 409."""
+    c = clients()
+    job = service.delete_job(c.store, c.objects, api_user(), job_id)
+    return jsonify({"deleted": job["id"]})
+
+
 @bp.get("/jobs/<job_id>/failed")
 def failed_frames(job_id: str):
     c = clients()

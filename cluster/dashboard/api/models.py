@@ -9,6 +9,7 @@ from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
 from cluster.errors import InvalidInput
 from cluster.services.models import Upload, register_model
+from cluster.services.models import delete_model as remove_model
 
 bp = Blueprint("models", __name__)
 
@@ -42,6 +43,14 @@ def list_models():
 @bp.get("/models/<ref>")
 def get_model(ref: str):
     return jsonify(clients().store.models.get(api_user(), ref))
+
+
+@bp.delete("/models/<ref>")
+def delete_model(ref: str):
+    """Delete a model no unfinished job uses, with its files (owner or admin)."""
+    c = clients()
+    model = remove_model(c.store, c.objects, api_user(), ref)
+    return jsonify({"deleted": model["id"], "name": model["name"]})
 
 
 @bp.post("/models")

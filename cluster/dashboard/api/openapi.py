@@ -105,6 +105,11 @@ SCHEMAS: dict[str, Any] = {
         "required": ["deleted", "name"],
         "properties": {"deleted": {"type": "string"}, "name": {"type": "string"}},
     },
+    "DeletedJob": {
+        "type": "object",
+        "required": ["deleted"],
+        "properties": {"deleted": {"type": "string", "description": "the job's id"}},
+    },
     "Frame": {
         "type": "object",
         "required": ["frame", "name", "width", "height"],
@@ -229,6 +234,9 @@ def _paths() -> dict[str, Any]:
             "description": "the OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}},
             public=True, tag="meta")},
         "/api/me": {"get": _op("The caller's account", {"200": _json(_ref("User"), "the user")}, tag="users")},
+        "/api/users": {"get": _op(
+            "Admin: every account (name, admin, created_at; never a token)",
+            {"200": _json(_array("User"), "users"), "403": forbidden}, tag="users")},
         # -- token reset (SEC)
         "/api/users/{name}/token": {"post": _op(
             "Admin: issue a user a new API token (the old one and the user's sessions stop working)",
@@ -289,8 +297,14 @@ def _paths() -> dict[str, Any]:
                                 "trusted": {"type": "string", "description": "admins only: true to run as full Python"},
                                 "threshold": {"type": "string", "description": "default score threshold, 0-1"},
                             }}}}})},
-        "/api/models/{ref}": {"get": _op("One model", {"200": _json(_ref("Model"), "the model"), "404": missing},
-                                         params=[_MODEL_REF], tag="models")},
+        "/api/models/{ref}": {
+            "get": _op("One model", {"200": _json(_ref("Model"), "the model"), "404": missing},
+                       params=[_MODEL_REF], tag="models"),
+            "delete": _op("Delete a model (owner or admin) with its files, unless an unfinished job uses it; "
+                          "finished jobs keep its label map",
+                          {"200": _json(_ref("Deleted"), "deleted"), "403": forbidden, "404": missing,
+                           "409": conflict}, params=[_MODEL_REF], tag="models"),
+        },
         "/api/jobs": {
             "get": _op("The jobs the caller can see, with progress", {"200": _json(_array("Job"), "jobs")},
                        tag="jobs"),
@@ -299,8 +313,14 @@ def _paths() -> dict[str, Any]:
                         body={"required": True, "content": {"application/json": {"schema": _ref("NewJob")}}},
                         tag="jobs"),
         },
-        "/api/jobs/{job_id}": {"get": _op("A job's state and progress", {"200": _json(_ref("Job"), "the job"),
-                                                                          "404": missing}, params=[_JOB], tag="jobs")},
+        "/api/jobs/{job_id}": {
+            "get": _op("A job's state and progress", {"200": _json(_ref("Job"), "the job"), "404": missing},
+                       params=[_JOB], tag="jobs"),
+            "delete": _op("Delete a finished job (owner or admin) with its results; an unfinished job is a 409 "
+                          "(cancel it first); a second delete is a 404",
+                          {"200": _json(_ref("DeletedJob"), "deleted"), "403": forbidden, "404": missing,
+                           "409": conflict}, params=[_JOB], tag="jobs"),
+        },
         "/api/jobs/{job_id}/failed": {"get": _op(
             "The frames of a job that failed, with why", {"200": _json(_array("FailedFrame"), "failed frames"),
                                                            "400": bad, "404": missing},

@@ -4,6 +4,7 @@ from flask import Blueprint, jsonify
 
 from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
+from cluster.services import users as service
 from cluster.services.users import reset_token as reissue
 
 bp = Blueprint("users", __name__)
@@ -12,6 +13,12 @@ bp = Blueprint("users", __name__)
 @bp.get("/me")
 def me():
     return jsonify(api_user().to_dict())
+
+
+@bp.get("/users")
+def list_users():
+    """Admin: every account (name, admin, created_at), never a token."""
+    return jsonify(service.list_users(clients().store, by=api_user()))
 
 
 @bp.post("/users/<name>/token")
