@@ -151,7 +151,7 @@ def cli_env(cluster, world, monkeypatch, tmp_path):
 def _add(capsys, *argv) -> tuple[int, dict | None, str]:
     from cluster.cli.main import main
 
-    code = main(["datasets", "add", *argv])
+    code = main(["datasets", "add", "--json", *argv])
     out, err = capsys.readouterr()
     return code, (json.loads(out) if out.strip() else None), err
 

@@ -60,8 +60,8 @@ def test_the_cli_adds_data_and_a_model_annotates_and_exports(env, tmp_path):
         level = 40 if i % 2 else 220  # bright frames get a box, dark ones none (threshold 0.5 on [0,1])
         Image.fromarray(np.full((24, 32, 3), level, np.uint8)).save(images / "sub" / f"f{i}.png")
     (images / "readme.txt").write_text("not an image")
-    out = run(env, "datasets", "add", "shapes", str(images))
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    out = run(env, "datasets", "add", "shapes", str(images), "--json")
+    report = json.loads(out.stdout)
     assert report["added"] == 6 and report["rejected"] == 1 and report["frame_count"] == 6
     assert "readme.txt" in out.stderr and "not an image" in out.stderr
 
@@ -76,7 +76,7 @@ def test_the_cli_adds_data_and_a_model_annotates_and_exports(env, tmp_path):
     done = run(env, "annotate", "--dataset", "shapes", "--model", "bright", "--frames", "0-5", "--wait")
     job_id = done.stdout.strip().splitlines()[0]
     assert "6/6" in done.stderr and "completed" in done.stderr
-    status = json.loads(run(env, "status", job_id).stdout)
+    status = json.loads(run(env, "status", job_id, "--json").stdout)
     assert status["state"] == "completed" and status["frames_done"] == 6
 
     target = tmp_path / "out.xml"

@@ -193,10 +193,10 @@ def test_the_jobs_commands_resume_and_retry_failed_through_the_dashboard(cluster
     wait_job(client, job["id"], timeout_s=120)
     monkeypatch.setenv("PRELABEL_API_URL", cluster.api_url)
     monkeypatch.setenv("PRELABEL_TOKEN", client.token)
-    assert main(["jobs", "retry-failed", job["id"]]) == 0
+    assert main(["jobs", "retry-failed", job["id"], "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["state"] == "completed" and shown["resent_chunks"] == []
-    assert main(["jobs", "resume", job["id"]]) == 0
+    assert main(["jobs", "resume", job["id"], "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["resent_chunks"] == []
     assert main(["jobs", "resume", "nosuchjob"]) == 2
     assert "no job 'nosuchjob'" in capsys.readouterr().err

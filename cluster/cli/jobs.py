@@ -1,46 +1,79 @@
-"""`prelabel jobs resume|retry-failed|cancel JOB`: clients of the job recovery API routes."""
+"""`prelabel jobs list|show|resume|retry-failed|cancel`: clients of the jobs API routes."""
 
 from __future__ import annotations
 
 import argparse
-import json
+from typing import Any
+
+from cluster.cli.output import JOB_COLUMNS, add_json_flag, job_detail, print_json, print_table
 
 
-def _client():
+def _client() -> Any:
     from cluster.client import ApiClient
     from cluster.config import Settings
 
     return ApiClient(Settings.from_env())
 
 
-def _show(status: dict) -> int:
-    print(json.dumps({k: status.get(k) for k in ("id", "state", "frames_total", "frames_done", "frames_failed",
-                                                 "chunks", "parked", "resent_chunks", "warning")}, indent=2))
+def _show(args: argparse.Namespace, status: dict[str, Any], done: str = "") -> int:
+    if args.json:
+        print_json(status)
+    else:
+        if done:
+            print(done)
+        print(job_detail(status))
     return 0
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    jobs = _client().get("/api/jobs")
+    if args.json:
+        print_json(jobs)
+    else:
+        print_table(jobs, JOB_COLUMNS, "no jobs yet (prelabel annotate --dataset DATASET --model MODEL)")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    return _show(args, _client().get(f"/api/jobs/{args.job}"))
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
-    return _show(_client().post(f"/api/jobs/{args.job}/resume"))
+    status = _client().post(f"/api/jobs/{args.job}/resume")
+    return _show(args, status, f"resumed job {status['id']}: {len(status.get('resent_chunks') or [])} chunk(s) sent")
 
 
 def cmd_retry_failed(args: argparse.Namespace) -> int:
-    return _show(_client().post(f"/api/jobs/{args.job}/retry-failed"))
+    status = _client().post(f"/api/jobs/{args.job}/retry-failed")
+    return _show(args, status, f"retrying the failed frames of job {status['id']}: "
+                               f"{len(status.get('resent_chunks') or [])} chunk(s) sent again")
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    return _show(_client().post(f"/api/jobs/{args.job}/cancel"))
+    status = _client().post(f"/api/jobs/{args.job}/cancel")
+    return _show(args, status, f"cancelled job {status['id']}; chunks already running finish")
 
 
 def add_jobs_parser(sub: argparse._SubParsersAction) -> None:
-    js = sub.add_parser("jobs", help="recover jobs: resume, retry failed frames, cancel").add_subparsers(
+    js = sub.add_parser("jobs", help="list and inspect jobs; resume, retry failed frames, cancel").add_subparsers(
         dest="jobs_command", required=True)
+    s = js.add_parser("list", help="your jobs (every job for an admin), newest first: state, progress, created")
+    add_json_flag(s)
+    s.set_defaults(func=cmd_list)
+    s = js.add_parser("show", help="one job: progress, chunks by state, parked chunks and why it waits")
+    s.add_argument("job", help="the job's id")
+    add_json_flag(s)
+    s.set_defaults(func=cmd_show)
     s = js.add_parser("resume", help="send again every unfinished chunk that has no message, unpark parked "
                                      "chunks, and reopen a cancelled job")
-    s.add_argument("job")
+    s.add_argument("job", help="the job's id")
+    add_json_flag(s)
     s.set_defaults(func=cmd_resume)
     s = js.add_parser("retry-failed", help="run the failed frames of a job again (their chunks, whole)")
-    s.add_argument("job")
+    s.add_argument("job", help="the job's id")
+    add_json_flag(s)
     s.set_defaults(func=cmd_retry_failed)
     s = js.add_parser("cancel", help="cancel a job: no new chunk starts; chunks running finish")
-    s.add_argument("job")
+    s.add_argument("job", help="the job's id")
+    add_json_flag(s)
     s.set_defaults(func=cmd_cancel)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from cluster.cli.checks import floats, open_input, port, positive_int, threshold
+from cluster.cli.output import add_json_flag, fields, job_detail, job_state, print_json, print_table, when
 from cluster.config import DEFAULT_DEVICE, Settings
 from cluster.errors import PrelabelError
 from cluster.jobs.thresholds import DEFAULT_THRESHOLD
@@ -101,7 +102,10 @@ def cmd_login(args: argparse.Namespace) -> int:
         raise PrelabelError("the token is empty: pass the token `prelabel users add NAME` printed")
     me = ApiClient(Settings.from_env(), token=args.token.strip()).get("/api/me")
     path = save_token(args.token.strip())
-    print(f"logged in as {me['name']}; token saved in {path}")
+    if args.json:
+        print_json(me)
+    else:
+        print(f"logged in as {me['name']}{' (admin)' if me.get('admin') else ''}; token saved in {path}")
     return 0
 
 
@@ -155,14 +159,30 @@ def cmd_datasets_add(args: argparse.Namespace) -> int:
             message += f"; {added} frame(s) were added to {args.name!r} before this failure"
         raise PrelabelError(message) from None
     dataset = client.get(f"/api/datasets/{dataset['id']}")
-    print(json.dumps({"dataset": dataset["id"], "name": dataset["name"], "added": added, "duplicate": duplicate,
-                      "rejected": rejected, "frame_count": dataset["frame_count"]}))
+    if args.json:
+        print_json({"dataset": dataset["id"], "name": dataset["name"], "added": added, "duplicate": duplicate,
+                    "rejected": rejected, "frame_count": dataset["frame_count"]})
+    else:
+        print(f"dataset {dataset['name']} ({dataset['id']}): {added} frame(s) added, {duplicate} duplicate(s), "
+              f"{rejected} file(s) rejected; {dataset['frame_count']} frame(s) in all")
     return 0 if added or duplicate or not rejected else 1
 
 
+DATASET_COLUMNS = [
+    ("id", lambda d: d["id"]),
+    ("name", lambda d: d["name"]),
+    ("frames", lambda d: d.get("frame_count", 0)),
+    ("owner", lambda d: d.get("owner")),
+    ("created", lambda d: when(d.get("created_at"))),
+]
+
+
 def cmd_datasets_list(args: argparse.Namespace) -> int:
-    for d in _client().get("/api/datasets"):
-        print(f"{d['id']}  {d['name']:<30} {d['frame_count']:>8} frames  owner {d['owner']}")
+    datasets = _client().get("/api/datasets")
+    if args.json:
+        print_json(datasets)
+    else:
+        print_table(datasets, DATASET_COLUMNS, "no datasets yet (prelabel datasets add NAME FILES...)")
     return 0
 
 
@@ -206,21 +226,56 @@ def cmd_models_add(args: argparse.Namespace) -> int:
     finally:
         for _, (_, f) in files:
             f.close()
-    print(json.dumps({"model": record["id"], "name": record["name"], "outputs": record["outputs"]}))
+    _print_model(args, record)
     return 0
 
 
+def _labels(model: dict[str, Any], limit: int = 60) -> str:
+    names = ", ".join(str(v) for v in (model.get("labels") or {}).values())
+    return names if len(names) <= limit else names[: limit - 3] + "..."
+
+
+def _print_model(args: argparse.Namespace, record: dict[str, Any]) -> None:
+    """A model just registered: the API's record with --json, else what it is and what it outputs."""
+    if args.json:
+        print_json(record)
+        return
+    outputs = ", ".join(f"{k} {v}" for k, v in (record.get("outputs") or {}).items())
+    print(f"registered model {record['name']} ({record['id']})")
+    print(fields([("labels", _labels(record, 200)), ("outputs", outputs or None),
+                  ("threshold", record.get("threshold")), ("trusted", record.get("trusted"))]))
+
+
+MODEL_COLUMNS = [
+    ("id", lambda m: m["id"]),
+    ("name", lambda m: m["name"]),
+    ("format", lambda m: m.get("source_format")),
+    ("threshold", lambda m: m.get("threshold")),
+    ("labels", _labels),
+    ("owner", lambda m: m.get("owner")),
+    ("created", lambda m: when(m.get("created_at"))),
+]
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
-    for m in _client().get("/api/models"):
-        print(f"{m['id']}  {m['name']:<30} labels {m['labels']}  owner {m['owner']}")
+    models = _client().get("/api/models")
+    if args.json:
+        print_json(models)
+    else:
+        print_table(models, MODEL_COLUMNS, "no models yet (prelabel zoo add NAME, or prelabel models add NAME "
+                                           "--model ... --labels ... --script ...)")
     return 0
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:
     from cluster.zoo.registry import load_zoo
 
-    for name, entry in load_zoo().items():
-        print(f"{name.replace('_', '-'):<24} {entry.description}")
+    entries = [{"name": name.replace("_", "-"), "description": entry.description} for name, entry in load_zoo().items()]
+    if args.json:
+        print_json(entries)
+    else:
+        print_table(entries, [("name", lambda e: e["name"]), ("description", lambda e: e["description"])],
+                    "the zoo is empty")
     return 0
 
 
@@ -228,7 +283,7 @@ def cmd_zoo_add(args: argparse.Namespace) -> int:
     from cluster.zoo.install import add_zoo_model
 
     record = add_zoo_model(_client(), Settings.from_env(), args.name, model_name=args.as_name)
-    print(json.dumps({"model": record["id"], "name": record["name"]}))
+    _print_model(args, record)
     return 0
 
 
@@ -237,16 +292,27 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     body = {"dataset": args.dataset, "model": args.model, "device": args.device, "frames": args.frames,
             "threshold": args.threshold, "chunk_size": args.chunk_size}
     job = client.post("/api/jobs", json=body)
-    print(job["id"])
+    if not args.json:
+        # The id alone on the first line, for `JOB=$(prelabel annotate ... | head -1)`.
+        print(job["id"])
+        print(f"started job {job['id']}: {job['frames_total']} frame(s) of {job.get('dataset_name')} in "
+              f"{job['chunk_count']} chunk(s), model {job.get('model_name')}, device {job['device']}")
     if job.get("warning"):
         print(f"warning: {job['warning']}", file=sys.stderr)
-    if args.wait:
-        from cluster.cli.progress import wait_for
-        from cluster.jobs.states import JobState
+    if not args.wait:
+        if args.json:
+            print_json(job)
+        return 0
+    from cluster.cli.progress import wait_for
+    from cluster.jobs.states import JobState
 
-        final = wait_for(lambda: client.get(f"/api/jobs/{job['id']}"))
-        return 0 if final["state"] == JobState.COMPLETED.value else 1
-    return 0
+    final = wait_for(lambda: client.get(f"/api/jobs/{job['id']}"))
+    if args.json:
+        print_json(final)
+    else:
+        print(f"job {final['id']} {job_state(final)}: {final['frames_done']} frame(s) annotated, "
+              f"{final['frames_failed']} failed")
+    return 0 if final["state"] == JobState.COMPLETED.value else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -257,7 +323,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = wait_for(lambda: client.get(f"/api/jobs/{args.job}"))
     else:
         status = client.get(f"/api/jobs/{args.job}")
-    print(json.dumps(status, indent=2))
+    if args.json:
+        print_json(status)
+    else:
+        print(job_detail(status))
     return 0
 
 
@@ -272,9 +341,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from cluster.cli.export import export_job
     from cluster.cli.progress import wait_for
-    from cluster.demo.run import run_demo
+    from cluster.demo.run import default_out_dir, run_demo
 
-    return run_demo(data_dir=args.data_dir, out_dir=Path(args.out), port=args.port, wait=wait_for, export=export_job)
+    out = Path(args.out).expanduser() if args.out else default_out_dir()
+    return run_demo(data_dir=args.data_dir, out_dir=out, port=args.port, wait=wait_for, export=export_job)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -284,23 +354,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"prelabel: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _version() -> str:
+    """The installed distribution's version (what pip installed), not a constant kept by hand."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("prelabel")
+    except PackageNotFoundError:
+        return "unknown (not installed; pip install -e . makes it known)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="prelabel", description="Auto-annotate image datasets with OpenVINO models.")
-    p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging, and a traceback for unexpected errors")
+    p.add_argument("--version", action="version", version=f"prelabel {_version()}",
+                   help="print the installed version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("up", help="start a local cluster: Valkey, SeaweedFS S3, workers, dashboard")
-    s.add_argument("--data-dir")
+    s.add_argument("--data-dir", help="where the cluster keeps its data and logs (PRELABEL_DATA_DIR, "
+                                      "default ~/.prelabel/data)")
     s.add_argument("--devices", default=None,
                    help=f"comma-separated OpenVINO devices, one worker each ({DEFAULT_DEVICE})")
-    s.add_argument("--port", type=port, default=None)
+    s.add_argument("--port", type=port, default=None, help="the dashboard's port (default: a free one)")
     s.set_defaults(func=cmd_up)
 
     s = sub.add_parser("down", help="stop the local cluster started by `prelabel up`")
     s.set_defaults(func=cmd_down)
 
     s = sub.add_parser("worker", help="run a worker for one device")
-    s.add_argument("--device", default=DEFAULT_DEVICE)
+    s.add_argument("--device", default=DEFAULT_DEVICE, help=f"the OpenVINO device it serves (default {DEFAULT_DEVICE})")
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("dashboard", help="serve the dashboard and API under gunicorn (the container role)")
@@ -317,76 +400,91 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default=None, help="the admin's user name (PRELABEL_ADMIN_NAME, default admin)")
     s.set_defaults(func=cmd_admin_bootstrap)
 
-    users = sub.add_parser("users", help="accounts").add_subparsers(dest="users_command", required=True)
+    users = sub.add_parser("users", help="accounts (talks to Redis: run it where REDIS_URL reaches)").add_subparsers(
+        dest="users_command", required=True)
     s = users.add_parser("add", help="create an account and print its API token")
-    s.add_argument("name")
-    s.add_argument("--admin", action="store_true")
+    s.add_argument("name", help="the user name")
+    s.add_argument("--admin", action="store_true", help="an admin: sees every user's data, may trust scripts")
     s.add_argument("--save", action="store_true", help="also save the token for this machine's CLI")
     s.set_defaults(func=cmd_users_add)
     s = users.add_parser("token", help="reissue a user's API token (--reset): the old one stops working")
-    s.add_argument("name")
+    s.add_argument("name", help="the user name")
     s.add_argument("--reset", action="store_true", help="issue a new token and revoke the old one")
     s.set_defaults(func=cmd_users_token)
 
     s = sub.add_parser("login", help="save an API token for the CLI")
-    s.add_argument("token")
+    s.add_argument("token", help="the token `prelabel users add NAME` printed")
+    add_json_flag(s)
     s.set_defaults(func=cmd_login)
 
-    ds = sub.add_parser("datasets", help="datasets").add_subparsers(dest="ds_command", required=True)
+    ds = sub.add_parser("datasets", help="upload and list datasets").add_subparsers(dest="ds_command", required=True)
     s = ds.add_parser("add", help="upload images, folders, zip archives and videos into a dataset")
-    s.add_argument("name")
-    s.add_argument("paths", nargs="+")
+    s.add_argument("name", help="the dataset's name (created if you have none by that name)")
+    s.add_argument("paths", nargs="+", help="image files, folders, .zip archives and videos")
+    add_json_flag(s)
     s.set_defaults(func=cmd_datasets_add)
-    s = ds.add_parser("list")
+    s = ds.add_parser("list", help="your datasets (every one for an admin)")
+    add_json_flag(s)
     s.set_defaults(func=cmd_datasets_list)
 
-    ms = sub.add_parser("models", help="models").add_subparsers(dest="models_command", required=True)
+    ms = sub.add_parser("models", help="register and list models").add_subparsers(dest="models_command",
+                                                                                 required=True)
     s = ms.add_parser("add", help="register a model (IR, ONNX or TFLite) with labels and a script")
-    s.add_argument("name")
-    s.add_argument("--model", required=True)
-    s.add_argument("--weights")
-    s.add_argument("--labels", required=True)
-    s.add_argument("--script", required=True)
+    s.add_argument("name", help="the model's name")
+    s.add_argument("--model", required=True, help="the model file: OpenVINO IR .xml, .onnx or .tflite")
+    s.add_argument("--weights", help="the IR's .bin (for an .xml model)")
+    s.add_argument("--labels", required=True, help='label map JSON: CVAT\'s {"label_map": {"1": "person"}} '
+                                                   "or the bare mapping")
+    s.add_argument("--script", required=True, help="the interpretation script (.py), see docs/scripts.md")
     s.add_argument("--input-size", help="WIDTHxHEIGHT the network takes (default: from the model)")
-    s.add_argument("--layout", choices=["NCHW", "NHWC", "nchw", "nhwc"])
-    s.add_argument("--color", choices=["RGB", "BGR", "rgb", "bgr"])
+    s.add_argument("--layout", choices=["NCHW", "NHWC", "nchw", "nhwc"], help="the input's layout "
+                   "(default: from the model)")
+    s.add_argument("--color", choices=["RGB", "BGR", "rgb", "bgr"], help="the channel order the network expects")
     s.add_argument("--mean", help="comma-separated per-channel mean")
     s.add_argument("--scale", help="comma-separated per-channel scale (divisor)")
-    s.add_argument("--resize", choices=["linear", "nearest", "cubic"])
+    s.add_argument("--resize", choices=["linear", "nearest", "cubic"], help="the resize interpolation")
     s.add_argument("--trusted", action="store_true", help="admins only: run the script as full Python")
     s.add_argument("--threshold", type=threshold, default=None,
                    help=f"the score threshold jobs of this model use unless they set one (default {DEFAULT_THRESHOLD})")
+    add_json_flag(s)
     s.set_defaults(func=cmd_models_add)
-    s = ms.add_parser("list")
+    s = ms.add_parser("list", help="your models (every one for an admin)")
+    add_json_flag(s)
     s.set_defaults(func=cmd_models_list)
 
     zs = sub.add_parser("zoo", help="ready-made models").add_subparsers(dest="zoo_command", required=True)
-    s = zs.add_parser("list")
+    s = zs.add_parser("list", help="the models the zoo can fetch and register")
+    add_json_flag(s)
     s.set_defaults(func=cmd_zoo_list)
     s = zs.add_parser("add", help="fetch, convert and register a zoo model")
-    s.add_argument("name")
+    s.add_argument("name", help="the zoo model (see `prelabel zoo list`)")
     s.add_argument("--as", dest="as_name", help="register under this model name (default: the zoo name)")
+    add_json_flag(s)
     s.set_defaults(func=cmd_zoo_add)
 
     s = sub.add_parser("annotate", help="start an annotation job")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--model", required=True)
-    s.add_argument("--device", default=DEFAULT_DEVICE)
+    s.add_argument("--dataset", required=True, help="the dataset's name or id")
+    s.add_argument("--model", required=True, help="the model's name or id")
+    s.add_argument("--device", default=DEFAULT_DEVICE, help=f"the OpenVINO device to run on (default {DEFAULT_DEVICE})")
     s.add_argument("--frames", help="START-END[:STEP], END inclusive (default: all)")
     s.add_argument("--threshold", type=threshold, default=None, help="the model's own default when left out")
-    s.add_argument("--chunk-size", type=positive_int, default=None)
+    s.add_argument("--chunk-size", type=positive_int, default=None,
+                   help="frames per chunk (default: sized from the model's measured speed)")
     s.add_argument("--wait", action="store_true", help="show a progress bar until the job ends")
+    add_json_flag(s)
     s.set_defaults(func=cmd_annotate)
 
     s = sub.add_parser("status", help="a job's state and progress")
-    s.add_argument("job")
-    s.add_argument("--wait", action="store_true")
+    s.add_argument("job", help="the job's id")
+    s.add_argument("--wait", action="store_true", help="show a progress bar until the job ends")
+    add_json_flag(s)
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("export", help="write a job's annotations to a file")
-    s.add_argument("job")
-    s.add_argument("--format", choices=["cvat", "coco", "masks"], required=True)
-    s.add_argument("-o", "--output", required=True)
+    s.add_argument("job", help="the job's id")
+    s.add_argument("--format", choices=["cvat", "coco", "masks"], required=True,
+                   help="CVAT XML, COCO JSON, or PNG masks (a folder, or a zip when -o ends in .zip)")
+    s.add_argument("-o", "--output", required=True, help="the file (or folder) to write")
     s.add_argument(
         "--force", action="store_true", help="overwrite an existing file (or unpack into a non-empty folder)"
     )
@@ -394,15 +492,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("demo", help="the whole path on real data, from nothing to exports")
-    s.add_argument("--data-dir")
-    s.add_argument("--out", default="prelabel-demo")
-    s.add_argument("--port", type=port, default=None)
+    s.add_argument("--data-dir", help="the data directory of the cluster it starts when none runs")
+    s.add_argument("--out", default=None, help="where the exports go (default $XDG_DATA_HOME/prelabel/demo, "
+                   "or ~/.local/share/prelabel/demo)")
+    s.add_argument("--port", type=port, default=None, help="the dashboard's port if it starts a cluster")
     s.set_defaults(func=cmd_demo)
 
+    from cluster.cli.jobs import add_jobs_parser
     from cluster.cli.script import add_script_parser
 
     add_script_parser(sub)
-    __import__("cluster.cli.jobs", fromlist=["add_jobs_parser"]).add_jobs_parser(sub)  # REL: resume, retry-failed
+    add_jobs_parser(sub)
     return p
 
 

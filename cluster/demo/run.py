@@ -13,13 +13,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from cluster.client import ApiClient, ApiError, save_token, saved_token
 from cluster.config import DEFAULT_DEVICE, Settings, cluster_file, prelabel_home, read_cluster_file
-from cluster.errors import Conflict, ServiceUnavailable, Unauthorized
+from cluster.errors import Conflict, InvalidInput, ServiceUnavailable, Unauthorized
 from cluster.jobs.states import JobState
 
 DEMO_USER = "demo"
@@ -43,6 +43,28 @@ class ExportJob(Protocol):
         ...
 
 
+def default_out_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where the demo writes its exports unless told: the user's data folder (XDG), never the
+    current folder, which is often a checkout."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_DATA_HOME") or ""
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "share"  # XDG: relative means unset
+    return root / "prelabel" / "demo"
+
+
+def _why_not_up(log_path: Path, offset: int, lines: int = 6) -> str:
+    """What this run of `prelabel up` wrote last: its error line when it printed one, else the tail."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    written = [line.rstrip() for line in text.splitlines() if line.strip()]
+    errors = [line.removeprefix("prelabel: error:").strip() for line in written if line.startswith("prelabel: error:")]
+    return errors[-1] if errors else " | ".join(written[-lines:])
+
+
 def _start_cluster(data_dir: str | None, port: int | None) -> None:
     argv = [sys.executable, "-m", "cluster", "up"]
     if data_dir:
@@ -53,6 +75,7 @@ def _start_cluster(data_dir: str | None, port: int | None) -> None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"starting a local cluster (log: {log_path}) ...", flush=True)
     with open(log_path, "ab") as log:
+        offset = log.tell()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     deadline = time.monotonic() + 180
@@ -60,9 +83,13 @@ def _start_cluster(data_dir: str | None, port: int | None) -> None:
         if read_cluster_file():
             return
         if proc.poll() is not None:
-            raise ServiceUnavailable(f"`prelabel up` exited with {proc.returncode}; see {log_path}")
+            why = _why_not_up(log_path, offset)
+            raise ServiceUnavailable(f"the local cluster did not start (`prelabel up` exited with {proc.returncode}): "
+                                     f"{why or 'it printed nothing'} (full log: {log_path})")
         time.sleep(0.5)
-    raise ServiceUnavailable(f"the local cluster did not come up within 180 s; see {log_path}")
+    why = _why_not_up(log_path, offset)
+    raise ServiceUnavailable(f"the local cluster did not come up within 180 s; its last lines: {why or '(none)'} "
+                             f"(full log: {log_path})")
 
 
 def _demo_token(settings: Settings) -> str:
@@ -123,7 +150,11 @@ def run_demo(data_dir: str | None, out_dir: Path, port: int | None = None, *, wa
     final = wait(lambda: client.get(f"/api/jobs/{job['id']}"), interval=0.5, stream=sys.stdout)
 
     out_dir = out_dir.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write the demo's exports to {out_dir}: {exc.strerror or exc} "
+                           "(choose another folder with --out)") from None
     written = {
         # The demo owns its output folder: a second run replaces the first run's exports.
         "cvat": export(client, job["id"], "cvat", out_dir / "annotations-cvat.xml", force=True),

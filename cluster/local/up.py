@@ -141,6 +141,33 @@ class LocalCluster:
             json.dump(data, f, indent=2)
         tmp.replace(path)
 
+    def metrics_endpoints(self, timeout_s: float = 30.0) -> list[tuple[str, str]]:
+        """Where each process serves Prometheus metrics: (name, URL), the dashboard first.
+
+        Workers pick a free metrics port and publish its URL in their Redis presence; this waits up to
+        ``timeout_s`` for every worker we started to appear there, and names the log of any that did not."""
+        from cluster.store import Store
+
+        s = self.settings
+        dashboard = (f"http://127.0.0.1:{s.dashboard_metrics_port}/metrics" if s.dashboard_metrics_port
+                     else f"{s.api_url}/metrics")
+        found = [("dashboard", dashboard)]
+        workers = {proc.pid: name for name, proc in self.children.items() if name.startswith("worker")}
+        store = Store.from_settings(s)
+        deadline = time.monotonic() + timeout_s
+        seen: dict[str, str] = {}
+        while True:
+            for info in store.workers.all():
+                name = workers.get(info.get("pid"))
+                if name and info.get("metrics"):
+                    seen[name] = str(info["metrics"])
+            if len(seen) == len(workers) or time.monotonic() >= deadline or self.stopping.is_set():
+                break
+            time.sleep(0.5)
+        for name in sorted(workers.values()):
+            found.append((name, seen.get(name) or f"not registered yet; its URL will be in {self.logs / name}.log"))
+        return found
+
     def restart_servers(self) -> list[str]:
         """Start again a Valkey or SeaweedFS of ours that died, on its port and data dir (Valkey's
         AOF and SeaweedFS's volumes hold the data), so workers and dashboard just reconnect."""
@@ -229,6 +256,9 @@ def run_up(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         cluster.start()
+        print("metrics (Prometheus):", flush=True)
+        for name, url in cluster.metrics_endpoints():
+            print(f"  {name:<16} {url}", flush=True)
         print("cluster is up; Ctrl-C stops it", flush=True)
         cluster.supervise()
     finally:
