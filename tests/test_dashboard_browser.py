@@ -417,3 +417,50 @@ def test_the_viewer_asks_nothing_for_frames_not_processed_yet(page, world):
         _shot(page, "job-waiting")
     finally:
         client.post(f"/api/jobs/{waiting['id']}/cancel")
+
+
+# Screenshots of every page at a desktop and a phone width, kept as test artifacts (ignored by git).
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "dashboard"
+WIDTHS = {"desktop": (1440, 900), "phone": (390, 844)}
+
+
+@pytest.mark.parametrize("device", WIDTHS)
+def test_every_page_fits_the_screen_and_is_saved_as_a_screenshot(browser, cluster, world, device):
+    """No page scrolls sideways at 390 px (the jobs table becomes cards); on a job's page the viewer is
+    in the first screen, above the summary and the failed frames; every page is photographed."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)
+    width, height = WIDTHS[device]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(base_url=cluster.api_url, viewport={"width": width, "height": height})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        def check(name: str) -> None:
+            scroll = page.evaluate("document.documentElement.scrollWidth")
+            assert scroll <= width, f"{name} at {width} px is {scroll} px wide"
+            page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+
+        page.goto("/login")
+        expect(page.locator("#token")).to_be_visible()
+        check("login")
+        _log_in(page, world["client"].token)
+        expect(page.locator("h1")).to_have_text("Jobs")
+        expect(page.locator(f'tr[data-job="{world["job"]["id"]}"] .state')).to_have_text("completed, 1 failed")
+        check("jobs")
+
+        page.goto(f"/jobs/{world['job']['id']}#frame=31")
+        expect(page.locator("#overlay")).to_have_attribute("data-frame", "31")
+        expect(page.locator("#frame-image")).to_have_js_property("naturalWidth", W)
+        top = page.evaluate("document.getElementById('viewer').getBoundingClientRect().top + window.scrollY")
+        assert top < height, f"the viewer starts {top} px down, below the first screen"
+        check("job")
+
+        page.goto("/no/such/page")
+        expect(page.locator("h1")).to_have_text("Not found")
+        check("not-found")
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        context.close()
