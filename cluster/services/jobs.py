@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from dramatiq.broker import Broker
@@ -71,9 +73,41 @@ def enqueue_chunks(store: Store, broker: Broker, job_id: str, only_pending: bool
     return len(chunks)
 
 
-def list_jobs(store: Store, user: User, *, failing_warn_s: float = Settings.failing_warn_s) -> list[dict[str, Any]]:
-    """The user's jobs (every job for an admin), each with its status figures."""
-    return [job_status(store, job, failing_warn_s=failing_warn_s) for job in store.jobs.list(user)]
+#: Jobs per page of the list: by default, and at most.
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 500
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a jobs list, with how many jobs match in all."""
+
+    jobs: list[dict[str, Any]]
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def next_offset(self) -> int | None:
+        """Where the next page starts; None on the last page."""
+        return self.offset + self.limit if self.offset + self.limit < self.total else None
+
+
+def list_jobs(store: Store, user: User, *, offset: int = 0, limit: int = PAGE_SIZE, states: Iterable[str] = (),
+              owner: str | None = None, model: str | None = None,
+              failing_warn_s: float = Settings.failing_warn_s) -> JobPage:
+    """A page of the user's jobs (every user's for an admin, ``owner`` narrowing it), newest first,
+    filtered by state (any of ``states``) and model (id or name); only the page's jobs get their
+    status figures (chunk states, warnings), which are the costly part."""
+    wanted = set(states)
+    unknown = sorted(wanted - {s.value for s in JobState})
+    if unknown:
+        raise InvalidInput(f"unknown job state(s) {', '.join(repr(u)[:40] for u in unknown[:5])}; "
+                           f"known: {', '.join(s.value for s in JobState)}")
+    limit = max(1, min(MAX_PAGE_SIZE, limit))
+    records, total = store.jobs.page(user, offset=offset, limit=limit, owner=owner, states=wanted, model=model)
+    return JobPage([job_status(store, job, failing_warn_s=failing_warn_s) for job in records], total,
+                   max(0, offset), limit)
 
 
 def get_job(store: Store, user: User, job_id: str, *,

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from enum import Enum
 from string import Template
 from typing import Any
@@ -21,7 +21,7 @@ from cluster.jobs.states import (
     ChunkState,
     JobState,
 )
-from cluster.store.base import PREFIX, dumps, loads, now, redis_errors, texts
+from cluster.store.base import PREFIX, dumps, loads, now, redis_errors, text, texts
 from cluster.store.records import OwnedRecords
 from cluster.store.users import User
 
@@ -259,6 +259,7 @@ class JobStore(OwnedRecords):
         self._resume = client.register_script(SCRIPTS["resume"])
         self._retry_failed = client.register_script(SCRIPTS["retry_failed"])
         self._delete = client.register_script(SCRIPTS["delete"])
+        self._owner_indexes_ready = False
         self._keep_labels = client.register_script(_KEEP_LABELS)
 
     def _chunks(self, job_id: str) -> str:
@@ -311,6 +312,8 @@ class JobStore(OwnedRecords):
             "error": None,
         }
         job = self._create(owner, None, fields)
+        with redis_errors("index a job"):
+            self.r.zadd(self._owner_index(owner.name), {job["id"]: job["created_at"]})
         if chunks:
             with redis_errors("create chunks"):
                 pipe = self.r.pipeline()
@@ -416,6 +419,71 @@ class JobStore(OwnedRecords):
                            f"try again in a minute")
         raise Conflict(f"job {job_id} is {why}; cancel it first (POST /api/jobs/{job_id}/cancel, "
                        f"or prelabel jobs cancel {job_id})")
+
+    def _ensure_owner_indexes(self) -> None:
+        """Jobs created before the per-owner indexes existed are added to them once (a marker key
+        says it was done); a rerun, or a job created meanwhile, only adds what is already there."""
+        if self._owner_indexes_ready:
+            return
+        marker = f"{PREFIX}jobs:owner-indexes"
+        with redis_errors("index jobs by owner"):
+            if not self.r.exists(marker):
+                scored: Any = self.r.zrange(self._index(), 0, -1, withscores=True)  # [(id, score)]
+                entries = [(text(job_id), float(created)) for job_id, created in scored]
+                for first in range(0, len(entries), 1000):
+                    part = entries[first:first + 1000]
+                    pipe = self.r.pipeline(transaction=False)
+                    for job_id, _ in part:
+                        pipe.hget(self.key(job_id), "owner")
+                    owners = pipe.execute()
+                    pipe = self.r.pipeline(transaction=False)
+                    for (job_id, created), owner in zip(part, owners):
+                        if owner is not None:
+                            pipe.zadd(self._owner_index(loads(owner)), {job_id: created})
+                    pipe.execute()
+                self.r.set(marker, "1")
+        self._owner_indexes_ready = True
+
+    def page(self, user: User, *, offset: int = 0, limit: int = 100, owner: str | None = None,
+             states: Collection[str] = (), model: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        """A page of the jobs ``user`` may see, newest first, and how many match in all.
+
+        Paged in Redis: the ids come from a creation-time index (the owner's, or every job's for an
+        admin) and only the page's records are read. ``owner`` narrows an admin's list (a user asking
+        for another owner gets nothing); ``states`` and ``model`` (its id or name) filter on three
+        small fields of each candidate, read in pipelined batches."""
+        self._ensure_owner_indexes()
+        if not user.admin:
+            if owner not in (None, user.name):
+                return [], 0
+            owner = user.name
+        index = self._owner_index(owner) if owner is not None else self._index()
+        offset, limit = max(0, offset), max(1, limit)
+        with redis_errors("list jobs"):
+            if not states and model is None:
+                total = int(self.r.zcard(index))
+                ids = texts(self.r.zrevrange(index, offset, offset + limit - 1))
+            else:
+                matching = []
+                candidates = texts(self.r.zrevrange(index, 0, -1))
+                for first in range(0, len(candidates), 1000):
+                    part = candidates[first:first + 1000]
+                    pipe = self.r.pipeline(transaction=False)
+                    for job_id in part:
+                        pipe.hmget(self.key(job_id), ["state", "model", "model_name"])
+                    for job_id, (state, model_id, model_name) in zip(part, pipe.execute()):
+                        if state is None or (states and loads(state) not in states):
+                            continue
+                        if model is not None and model not in (loads(model_id), loads(model_name)):
+                            continue
+                        matching.append(job_id)
+                total = len(matching)
+                ids = matching[offset:offset + limit]
+            pipe = self.r.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(self.key(job_id))
+            raws = pipe.execute()
+        return [{text(k): loads(v) for k, v in raw.items()} for raw in raws if raw], total
 
     def purge_pending(self, limit: int = 10) -> list[str]:
         """Deleted jobs whose S3 results may still exist (a removal that failed, or is under way)."""

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from cluster.config import DEFAULT_DEVICE
@@ -16,8 +18,22 @@ bp = Blueprint("jobs", __name__)
 
 @bp.get("/jobs")
 def list_jobs():
+    """A page of jobs, newest first; the body stays a list, the paging is in the headers:
+    ``X-Total-Count`` and, unless this is the last page, ``Link: <...>; rel="next"``."""
     c = clients()
-    return jsonify(service.list_jobs(c.store, api_user(), failing_warn_s=c.settings.failing_warn_s))
+    limit = int_arg("limit", service.PAGE_SIZE, 1, service.MAX_PAGE_SIZE)
+    offset = int_arg("offset", 0, 0, MAX_INDEX)
+    states = [s.strip() for arg in request.args.getlist("state") for s in arg.split(",") if s.strip()]
+    page = service.list_jobs(c.store, api_user(), offset=offset, limit=limit, states=states,
+                             owner=request.args.get("owner") or None, model=request.args.get("model") or None,
+                             failing_warn_s=c.settings.failing_warn_s)
+    response = jsonify(page.jobs)
+    response.headers["X-Total-Count"] = str(page.total)
+    if page.next_offset is not None:
+        args = [(k, v) for k, v in request.args.items(multi=True) if k not in ("offset", "limit")]
+        query = urlencode([*args, ("limit", str(limit)), ("offset", str(page.next_offset))])
+        response.headers["Link"] = f'<{request.path}?{query}>; rel="next"'
+    return response
 
 
 @bp.post("/jobs")

@@ -306,7 +306,20 @@ def _paths() -> dict[str, Any]:
                            "409": conflict}, params=[_MODEL_REF], tag="models"),
         },
         "/api/jobs": {
-            "get": _op("The jobs the caller can see, with progress", {"200": _json(_array("Job"), "jobs")},
+            "get": _op("A page of the jobs the caller can see, newest first, with progress",
+                       {"200": {**_json(_array("Job"), "a page of jobs"), "headers": {
+                           "X-Total-Count": {"description": "how many jobs match the filters in all",
+                                             "schema": {"type": "integer", "minimum": 0}},
+                           "Link": {"description": '<URL of the next page>; rel="next" (absent on the last page)',
+                                    "schema": {"type": "string"}}}},
+                        "400": bad},
+                       params=[_query("limit", "jobs per page (clipped to 1-500; default 100)", {"type": "integer"}),
+                               _query("offset", "jobs to skip (clipped to 0 and above)", {"type": "integer"}),
+                               _query("state", "only jobs in one of these states (comma-separated: queued, "
+                                      "running, completed, failed, cancelled)", {"type": "string"}),
+                               _query("owner", "admins: only this user's jobs (anyone else: their own, or "
+                                      "nothing)", {"type": "string"}),
+                               _query("model", "only jobs of this model (its id or name)", {"type": "string"})],
                        tag="jobs"),
             "post": _op("Start an annotation job", {"201": _json(_ref("Job"), "started"), "400": bad,
                                                     "404": missing},
