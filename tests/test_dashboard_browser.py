@@ -255,6 +255,12 @@ def test_starting_a_job_through_the_form_lands_on_its_page_which_follows_it_to_c
     from playwright.sync_api import expect
 
     _log_in(page, world["client"].token)
+    # the session's cluster has a CPU worker only: GPU and NPU are shown, disabled, with why
+    expect(page.locator("#f-device")).to_have_value("CPU")
+    expect(page.locator('#f-device option[value="GPU"]')).to_be_disabled()
+    expect(page.locator('#f-device option[value="GPU"]')).to_have_text("GPU (no live worker serves GPU)")
+    expect(page.locator('#f-device option[value="NPU"]')).to_be_disabled()
+    expect(page.locator("#device-help")).to_contain_text(re.compile(r"CPU \(\d+\)"))
     page.select_option("#f-dataset", label="small (3 frames)")
     page.select_option("#f-model", label="shapes")
     page.fill("#f-frames", "0-1")

@@ -136,3 +136,40 @@ def test_every_page_links_the_favicon_and_it_is_served(web):
     icon = client.get("/static/favicon.svg")
     assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
     assert client.get("/favicon.ico").status_code == 301
+
+
+def _device_options(html: str) -> dict[str, tuple[bool, bool, str]]:
+    """name -> (disabled, selected, text) of the job form's device options."""
+    select = re.search(r'<select id="f-device".*?</select>', html, re.S).group(0)
+    return {m[0]: ("disabled" in m[1], "selected" in m[1], m[2])
+            for m in re.findall(r'<option value="([^"]+)"([^>]*)>([^<]*)</option>', select)}
+
+
+def test_the_job_form_offers_only_the_devices_live_workers_serve(web):
+    web["store"].redis.delete("prelabel:workers:info")
+    _, client = _login(web)
+    none = client.get("/").get_data(as_text=True)
+    options = _device_options(none)
+    assert list(options) == ["CPU", "GPU", "NPU"] and all(disabled for disabled, _, _ in options.values())
+    assert "No live worker serves any device" in none
+
+    web["store"].workers.beat("w-cpu", "CPU", {"host": "a"})
+    web["store"].workers.beat("w-gpu1", "GPU.1", {"host": "b"})
+    try:
+        options = _device_options(client.get("/").get_data(as_text=True))
+        assert options["CPU"] == (False, True, "CPU")
+        assert options["GPU"] == (True, False, "GPU (no live worker serves GPU)")
+        assert options["NPU"] == (True, False, "NPU (no live worker serves NPU)")
+        assert options["GPU.1"] == (False, False, "GPU.1")
+        # a form sent back with an error keeps the device chosen
+        again = client.post("/jobs", data={"dataset": "nope", "model": "nope", "device": "GPU.1",
+                                           "csrf_token": _csrf(client)})
+        assert again.status_code == 404
+        assert _device_options(again.get_data(as_text=True))["GPU.1"][1] is True
+    finally:
+        web["store"].workers.leave("w-cpu", "CPU")
+        web["store"].workers.leave("w-gpu1", "GPU.1")
+
+
+def _csrf(client) -> str:
+    return re.search(r'<meta name="csrf-token" content="([^"]+)">', client.get("/").get_data(as_text=True)).group(1)

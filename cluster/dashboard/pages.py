@@ -19,6 +19,7 @@ from cluster.services.jobs import ChunkSizing, job_status, submit_job
 bp = Blueprint("pages", __name__, template_folder="templates")
 
 FAILED_PAGE = 50  # failed frames shown per page on a job's page (the rest are paged in by the browser)
+OFFERED_DEVICES = ("CPU", "GPU", "NPU")  # always listed in the job form, enabled when a live worker serves them
 JOBS_PAGE = 25  # jobs per page of the jobs list: its HTML and its live polling stay small
 ALL_JOBS = 1_000_000  # the store lists at most this many records: every job, to count the pages
 
@@ -116,6 +117,21 @@ def _page_number() -> int:
         return 1
 
 
+def _device_choices(store, chosen: str | None) -> list[dict]:
+    """The job form's devices: those live workers serve (with how many), and the usual others disabled
+    with why, so a job is not started for a device nobody serves (it would wait "queued" for ever)."""
+    serving: dict[str, int] = {}
+    for worker in store.workers.all():
+        device = str(worker.get("device", "")).upper()
+        if device:
+            serving[device] = serving.get(device, 0) + 1
+    names = list(OFFERED_DEVICES) + sorted(set(serving) - set(OFFERED_DEVICES))
+    if chosen not in serving:
+        chosen = DEFAULT_DEVICE if DEFAULT_DEVICE in serving else next(iter(sorted(serving)), None)
+    return [{"name": name, "workers": serving.get(name, 0), "selected": name == chosen,
+             "why": None if name in serving else f"no live worker serves {name}"} for name in names]
+
+
 def _jobs_page(form: dict | None = None, form_error: str | None = None, status: int = 200):
     """One page of the jobs list, newest first: only that page's jobs get their (costlier) status figures."""
     c = clients()
@@ -129,6 +145,7 @@ def _jobs_page(form: dict | None = None, form_error: str | None = None, status: 
         "jobs.html",
         user=user,
         jobs=rows,
+        devices=_device_choices(c.store, (form or {}).get("device")),
         paging={"page": number, "pages": pages, "total": len(records), "per_page": JOBS_PAGE},
         datasets=c.store.datasets.list(user),
         models=c.store.models.list(user),
