@@ -31,7 +31,7 @@ def interpret(outputs, frame, labels, context):
 
 def run(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "cluster", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+                          stdin=subprocess.DEVNULL, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"prelabel {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     assert "Traceback" not in proc.stderr
@@ -170,3 +170,46 @@ def test_the_demo_says_on_the_terminal_why_the_cluster_did_not_start(tmp_path):
     assert last.startswith("prelabel: error: the local cluster did not start")
     assert f"port {port} on 127.0.0.1 is taken" in last and str(tmp_path / "home" / "up.log") in last
     assert not (tmp_path / "share").exists()  # nothing written before the cluster ran
+
+
+def test_users_list_is_for_admins(env, api, cluster):
+    proc = run(env, "users", "list", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip() == "prelabel: error: only an admin can list users"
+    admin = env | {"PRELABEL_TOKEN": run(env, "users", "add", f"boss{os.getpid()}", "--admin").stdout.strip()}
+    lines = run(admin, "users", "list").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ADMIN", "CREATED"]
+    rows = {line.split()[0]: line.split()[1] for line in lines[1:]}
+    assert rows[f"boss{os.getpid()}"] == "yes" and rows[api.get("/api/me")["name"]] == "no"
+    listed = json.loads(run(admin, "users", "list", "--json").stdout)
+    assert listed == ApiClient(cluster, token=admin["PRELABEL_TOKEN"]).get("/api/users")
+    assert all("token" not in user for user in listed)
+
+
+def test_deleting_asks_for_yes_without_a_terminal_and_says_what_went(env, api, work):
+    jobs = api.get("/api/jobs")
+    assert jobs and all(job["state"] == "completed" for job in jobs)
+    job = jobs[0]
+    refused = run(env, "jobs", "delete", job["id"], check=False)
+    assert refused.returncode == 2 and "pass --yes" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert api.get(f"/api/jobs/{job['id']}")["id"] == job["id"]  # still there
+
+    in_use = run(env, "datasets", "delete", "four", "--yes", check=False)
+    assert in_use.returncode == 2 and "used by job" in in_use.stderr and len(in_use.stderr.splitlines()) == 1
+
+    gone = run(env, "jobs", "delete", job["id"], "--yes").stdout
+    assert gone.startswith(f"deleted job {job['id']} (completed") and "and its results" in gone
+    assert run(env, "jobs", "show", job["id"], check=False).returncode == 2
+    for other in jobs[1:]:
+        assert json.loads(run(env, "jobs", "delete", other["id"], "-y", "--json").stdout) == {"deleted": other["id"]}
+    assert run(env, "jobs", "list").stdout.startswith("no jobs yet")
+
+    dataset = work["dataset"]
+    assert json.loads(run(env, "datasets", "delete", "four", "--yes", "--json").stdout) == {
+        "deleted": dataset["id"], "name": "four"}
+    model = api.get("/api/models/slow")
+    assert run(env, "models", "delete", "slow", "--yes").stdout.strip() == (
+        f"deleted model slow ({model['id']}) and its files")
+    assert run(env, "datasets", "list").stdout.startswith("no datasets yet")
+    assert run(env, "models", "list").stdout.startswith("no models yet")
+    missing = run(env, "models", "delete", "slow", "--yes", check=False)
+    assert missing.returncode == 2 and "slow" in missing.stderr

@@ -3,8 +3,12 @@ reason when the cluster did not start. Pure functions: nothing runs."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
+import pytest
+
+from cluster.cli.delete import confirm
 from cluster.cli.output import JOB_COLUMNS, fields, job_detail, job_state, table
 from cluster.demo.run import _why_not_up, default_out_dir
 
@@ -60,3 +64,29 @@ def test_the_demo_names_the_error_line_of_this_run_of_up(tmp_path):
     with open(log, "a") as f:
         f.write("Traceback\n  boom\n")
     assert _why_not_up(log, log.stat().st_size - len("Traceback\n  boom\n")) == "Traceback |   boom"
+
+
+class _Tty:
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("answer, agreed", [("y", True), ("YES\n", True), ("", False), ("n", False)])
+def test_a_delete_asks_on_a_terminal(monkeypatch, answer, agreed):
+    from cluster.errors import InvalidInput
+
+    monkeypatch.setattr("sys.stdin", _Tty())
+    asked = []
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return answer
+
+    no = argparse.Namespace(yes=False)
+    if agreed:
+        confirm("job x", no, ask=ask)
+    else:
+        with pytest.raises(InvalidInput, match="job x was not deleted"):
+            confirm("job x", no, ask=ask)
+    assert asked == ["delete job x? This cannot be undone. [y/N] "]
+    confirm("job x", argparse.Namespace(yes=True), ask=lambda _: pytest.fail("--yes must not ask"))

@@ -1,10 +1,11 @@
-"""`prelabel jobs list|show|resume|retry-failed|cancel`: clients of the jobs API routes."""
+"""`prelabel jobs list|show|resume|retry-failed|cancel|delete`: clients of the jobs API routes."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from cluster.cli.delete import add_delete_parser, cmd_jobs_delete
 from cluster.cli.output import JOB_COLUMNS, add_json_flag, job_detail, print_json, print_table
 
 
@@ -55,8 +56,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def add_jobs_parser(sub: argparse._SubParsersAction) -> None:
-    js = sub.add_parser("jobs", help="list and inspect jobs; resume, retry failed frames, cancel").add_subparsers(
-        dest="jobs_command", required=True)
+    js = sub.add_parser("jobs", help="list and inspect jobs; resume, retry failed frames, cancel, delete")
+    js = js.add_subparsers(dest="jobs_command", required=True)
     s = js.add_parser("list", help="your jobs (every job for an admin), newest first: state, progress, created")
     add_json_flag(s)
     s.set_defaults(func=cmd_list)
@@ -77,3 +78,5 @@ def add_jobs_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("job", help="the job's id")
     add_json_flag(s)
     s.set_defaults(func=cmd_cancel)
+    add_delete_parser(js, "job", cmd_jobs_delete, "delete a finished job with its results (cancel a running one "
+                                                   "first)")

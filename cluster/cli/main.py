@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from cluster.cli.checks import floats, open_input, port, positive_int, threshold
+from cluster.cli.delete import add_delete_parser, cmd_datasets_delete, cmd_models_delete
 from cluster.cli.output import add_json_flag, fields, job_detail, job_state, print_json, print_table, when
 from cluster.config import DEFAULT_DEVICE, Settings
 from cluster.errors import PrelabelError
@@ -92,6 +93,17 @@ def cmd_users_token(args: argparse.Namespace) -> int:
     token = reset_token(Store.from_settings(Settings.from_env()), args.name, by=None)
     print(token)
     print(f"new token for {args.name}; the old one and the user's dashboard sessions no longer work", file=sys.stderr)
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    users = _client().get("/api/users")
+    if args.json:
+        print_json(users)
+    else:
+        print_table(users, [("name", lambda u: u["name"]), ("admin", lambda u: u.get("admin")),
+                            ("created", lambda u: when(u.get("created_at")))],
+                    "no users yet (prelabel users add NAME)")
     return 0
 
 
@@ -400,8 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default=None, help="the admin's user name (PRELABEL_ADMIN_NAME, default admin)")
     s.set_defaults(func=cmd_admin_bootstrap)
 
-    users = sub.add_parser("users", help="accounts (talks to Redis: run it where REDIS_URL reaches)").add_subparsers(
-        dest="users_command", required=True)
+    users = sub.add_parser("users", help="accounts: add and token talk to Redis (run them where REDIS_URL "
+                           "reaches); list asks the API (admins)").add_subparsers(dest="users_command", required=True)
+    s = users.add_parser("list", help="every account: name, admin, created (admins only, through the API)")
+    add_json_flag(s)
+    s.set_defaults(func=cmd_users_list)
     s = users.add_parser("add", help="create an account and print its API token")
     s.add_argument("name", help="the user name")
     s.add_argument("--admin", action="store_true", help="an admin: sees every user's data, may trust scripts")
@@ -417,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(s)
     s.set_defaults(func=cmd_login)
 
-    ds = sub.add_parser("datasets", help="upload and list datasets").add_subparsers(dest="ds_command", required=True)
+    ds = sub.add_parser("datasets", help="upload, list and delete datasets").add_subparsers(dest="ds_command",
+                                                                                           required=True)
     s = ds.add_parser("add", help="upload images, folders, zip archives and videos into a dataset")
     s.add_argument("name", help="the dataset's name (created if you have none by that name)")
     s.add_argument("paths", nargs="+", help="image files, folders, .zip archives and videos")
@@ -426,8 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = ds.add_parser("list", help="your datasets (every one for an admin)")
     add_json_flag(s)
     s.set_defaults(func=cmd_datasets_list)
+    add_delete_parser(ds, "dataset", cmd_datasets_delete, "delete a dataset no job uses, with its images")
 
-    ms = sub.add_parser("models", help="register and list models").add_subparsers(dest="models_command",
+    ms = sub.add_parser("models", help="register, list and delete models").add_subparsers(dest="models_command",
                                                                                  required=True)
     s = ms.add_parser("add", help="register a model (IR, ONNX or TFLite) with labels and a script")
     s.add_argument("name", help="the model's name")
@@ -451,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = ms.add_parser("list", help="your models (every one for an admin)")
     add_json_flag(s)
     s.set_defaults(func=cmd_models_list)
+    add_delete_parser(ms, "model", cmd_models_delete, "delete a model no unfinished job uses, with its files")
 
     zs = sub.add_parser("zoo", help="ready-made models").add_subparsers(dest="zoo_command", required=True)
     s = zs.add_parser("list", help="the models the zoo can fetch and register")

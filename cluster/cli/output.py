@@ -19,7 +19,7 @@ Column = tuple[str, Callable[[dict[str, Any]], Any]]
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
-                        help="print the API's JSON answer instead of a table (for scripts)")
+                        help="print the API's JSON answer (for scripts) instead of text for people")
 
 
 def print_json(data: Any, stream: TextIO | None = None) -> None:
