@@ -470,3 +470,33 @@ def test_every_page_fits_the_screen_and_is_saved_as_a_screenshot(browser, cluste
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         context.close()
+
+
+def test_after_a_cancel_the_job_page_follows_the_chunk_still_running_to_its_end(page, cluster, world):
+    """A cancelled job whose chunk is still running: the page keeps its counts moving until that chunk
+    has finished. The job is made in the store directly, for a device no worker serves, so the
+    test plays the worker's part (claim, then finish) at its own pace."""
+    from playwright.sync_api import expect
+
+    from cluster.jobs.plan import FrameRange
+    from cluster.jobs.states import ChunkState
+    from cluster.store import Store
+
+    store = Store.from_settings(cluster)
+    user = store.users.get(world["name"])
+    job = store.jobs.create(user, dataset=world["street"], model=world["model"], device="NPU",
+                            frames=FrameRange(0, 8), chunks=[FrameRange(0, 4), FrameRange(4, 8)],
+                            settings={"chunk_size": 4, "threshold": 0.5})
+    assert store.jobs.claim_chunk(job["id"], 0)[0]
+    _log_in(page, world["client"].token, f"/jobs/{job['id']}")
+    expect(page.locator("#state")).to_have_text("running")
+    page.once("dialog", lambda d: d.accept())
+    page.click("#cancel")
+    expect(page.locator("#state")).to_have_text("cancelled")
+    expect(page.locator("#n-done")).to_have_text("0")
+    # a poll that finds the job cancelled: the page must keep polling after it (a chunk still runs)
+    with page.expect_response(lambda r: r.url.endswith(f"/api/jobs/{job['id']}") and r.request.method == "GET"):
+        pass
+    store.jobs.finish_chunk(job["id"], 0, state=ChunkState.DONE, done=4, failed=[])
+    expect(page.locator("#n-done")).to_have_text("4")
+    expect(page.locator("#summary .pct")).to_have_text("50.0%")
