@@ -39,6 +39,8 @@ def current_user() -> User:
             user = store.users.get(session.user)
         except NotFound:  # the account is gone
             raise Unauthorized("the session's user no longer exists; log in again") from None
+        if user.disabled:  # disabling ends the sessions too: this covers one opened meanwhile
+            raise Unauthorized(f"the account {user.name!r} is disabled")
     g.user = user
     return user
 

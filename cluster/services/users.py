@@ -34,8 +34,26 @@ def bootstrap_admin(store: Store, name: str, token: str) -> bool:
     return store.users.bootstrap_admin(name, token)
 
 
+def create_user(store: Store, name: str, *, admin: bool = False, by: User) -> tuple[User, str]:
+    """An admin creates an account; its API token is returned this once."""
+    if not by.admin:
+        raise Forbidden("only an admin can create users")
+    return store.users.add(name, admin=admin)
+
+
+def update_user(store: Store, name: str, *, by: User, admin: bool | None = None,
+                disabled: bool | None = None) -> User:
+    """An admin makes ``name`` an admin or not, and disables or enables it. A disabled account's
+    token is refused and its sessions end (401); enabling it makes its token work again. No change
+    may leave the cluster without an enabled admin (409), so an admin cannot lock everyone out,
+    themselves included."""
+    if not by.admin:
+        raise Forbidden("only an admin can change users")
+    return store.users.update(name, admin=admin, disabled=disabled)
+
+
 def list_users(store: Store, *, by: User) -> list[dict]:
-    """Every account (admins only): name, admin, when created; never a token or its hash."""
+    """Every account (admins only): name, admin, disabled, when created; never a token or its hash."""
     if not by.admin:
         raise Forbidden("only an admin can list users")
     return [user.to_dict() for user in store.users.list()]

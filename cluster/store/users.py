@@ -17,14 +17,43 @@ TOKENS = PREFIX + "tokens"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
+# Replace an account's record (ARGV[2] the record read, ARGV[3] the new one, ARGV[4] '1' if the new
+# one is an enabled admin), unless it changed since it was read or the change would leave no enabled
+# admin: checked and written in one step, so two admins demoting each other at once cannot both
+# succeed. The records are written by Python (cjson would round their times), only read here.
+_UPDATE = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 'missing' end
+if raw ~= ARGV[2] then return 'changed' end
+local function active_admin(u) return u.admin == true and u.disabled ~= true end
+if active_admin(cjson.decode(raw)) and ARGV[4] ~= '1' then
+  local all = redis.call('HGETALL', KEYS[1])
+  local others = 0
+  for i = 1, #all, 2 do
+    if all[i] ~= ARGV[1] and active_admin(cjson.decode(all[i + 1])) then others = others + 1 end
+  end
+  if others == 0 then return 'last admin' end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 'ok'
+"""
+
+
 @dataclass(frozen=True)
 class User:
     name: str
     admin: bool
     created_at: float
+    disabled: bool = False
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "admin": self.admin, "created_at": self.created_at}
+        return {"name": self.name, "admin": self.admin, "created_at": self.created_at, "disabled": self.disabled}
+
+    @classmethod
+    def from_record(cls, data: dict) -> User:
+        """From the stored record (which also holds the token's hash: never copied out)."""
+        return cls(name=data["name"], admin=bool(data["admin"]), created_at=data["created_at"],
+                   disabled=bool(data.get("disabled", False)))
 
 
 def _hash(token: str) -> str:
@@ -34,6 +63,7 @@ def _hash(token: str) -> str:
 class UserStore:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
+        self._update = client.register_script(_UPDATE)
 
     def add(self, name: str, admin: bool = False) -> tuple[User, str]:
         """Create an account and return it with its token, shown this once only."""
@@ -74,8 +104,7 @@ class UserStore:
             raw = self.r.hget(USERS, name)
         if raw is None:
             raise NotFound(f"no user named {name!r}")
-        data = loads(raw)
-        return User(name=data["name"], admin=bool(data["admin"]), created_at=data["created_at"])
+        return User.from_record(loads(raw))
 
     def authenticate(self, token: str | None) -> User:
         if not token:
@@ -84,7 +113,39 @@ class UserStore:
             name = self.r.hget(TOKENS, _hash(token))
         if name is None:
             raise Unauthorized("the API token is not valid")
-        return self.get(text(name))
+        user = self.get(text(name))
+        if user.disabled:
+            raise Unauthorized(f"the account {user.name!r} is disabled; an admin can enable it again")
+        return user
+
+    def update(self, name: str, *, admin: bool | None = None, disabled: bool | None = None) -> User:
+        """Change an account's role and access; Conflict if that would leave no enabled admin.
+        Disabling also ends the account's dashboard sessions (its token is refused while disabled)."""
+        for _ in range(10):  # the record read is compared before the write: another change retries
+            with redis_errors("change a user"):
+                raw = self.r.hget(USERS, name)
+                if raw is None:
+                    raise NotFound(f"no user named {name!r}")
+                data = loads(raw)
+                if admin is not None:
+                    data["admin"] = admin
+                if disabled is not None:
+                    data["disabled"] = disabled
+                active = bool(data["admin"]) and not data.get("disabled", False)
+                why = text(self._update(keys=[USERS], args=[name, raw, dumps(data), "1" if active else "0"]))
+            if why != "changed":
+                break
+        if why == "missing":
+            raise NotFound(f"no user named {name!r}")
+        if why == "last admin":
+            raise Conflict(f"{name!r} is the last enabled admin: make another user an admin first")
+        if why != "ok":
+            raise Conflict(f"user {name!r} kept changing while this change was made; try again")
+        if disabled:
+            from cluster.store.sessions import SessionStore
+
+            SessionStore(self.r).revoke_user(name)
+        return self.get(name)
 
     def new_token(self, name: str) -> str:
         """Replace a user's token, revoking the old one and ending the user's dashboard sessions
@@ -108,8 +169,4 @@ class UserStore:
     def list(self) -> list[User]:
         with redis_errors("list users"):
             raw = self.r.hvals(USERS)
-        users = [loads(v) for v in raw]
-        return sorted(
-            (User(name=u["name"], admin=bool(u["admin"]), created_at=u["created_at"]) for u in users),
-            key=lambda u: u.name,
-        )
+        return sorted((User.from_record(loads(v)) for v in raw), key=lambda u: u.name)

@@ -59,3 +59,11 @@ def string_field(body: dict[str, Any], name: str, required: bool = True) -> str 
     if not isinstance(value, str):
         raise InvalidInput(f"{name!r} must be a string, got {type(value).__name__} {value!r:.80}")
     return value
+
+
+def bool_field(body: dict[str, Any], name: str) -> bool | None:
+    """``body[name]`` as a JSON boolean, None when absent; InvalidInput for anything else ("true", 1)."""
+    value = body.get(name)
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidInput(f"{name!r} must be true or false, got {type(value).__name__} {value!r:.80}")

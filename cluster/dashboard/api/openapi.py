@@ -79,7 +79,26 @@ SCHEMAS: dict[str, Any] = {
     "User": {
         "type": "object",
         "required": ["name", "admin", "created_at"],
-        "properties": {"name": {"type": "string"}, "admin": {"type": "boolean"}, "created_at": {"type": "number"}},
+        "properties": {"name": {"type": "string"}, "admin": {"type": "boolean"}, "created_at": {"type": "number"},
+                       "disabled": {"type": "boolean", "description": "a disabled account's token is refused"}},
+    },
+    "NewUser": {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {"name": {"type": "string", "description": "1-64 letters, digits, '.', '_' or '-'"},
+                       "admin": {"type": "boolean", "default": False}},
+    },
+    "CreatedUser": {
+        "allOf": [{"$ref": "#/components/schemas/User"}, {
+            "type": "object", "required": ["token"],
+            "properties": {"token": {"type": "string", "description": "the API token: shown once"}}}],
+    },
+    "UserChange": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Absent fields are left as they are. No change may leave no enabled admin (409).",
+        "properties": {"admin": {"type": "boolean"}, "disabled": {"type": "boolean"}},
     },
     "Token": {
         "type": "object",
@@ -234,9 +253,23 @@ def _paths() -> dict[str, Any]:
             "description": "the OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}},
             public=True, tag="meta")},
         "/api/me": {"get": _op("The caller's account", {"200": _json(_ref("User"), "the user")}, tag="users")},
-        "/api/users": {"get": _op(
-            "Admin: every account (name, admin, created_at; never a token)",
-            {"200": _json(_array("User"), "users"), "403": forbidden}, tag="users")},
+        "/api/users": {
+            "get": _op("Admin: every account (name, admin, disabled, created_at; never a token)",
+                       {"200": _json(_array("User"), "users"), "403": forbidden}, tag="users"),
+            "post": _op("Admin: create an account; its API token is in this answer only",
+                        {"201": _json(_ref("CreatedUser"), "created, with its token"), "400": bad,
+                         "403": forbidden, "409": conflict},
+                        body={"required": True, "content": {"application/json": {"schema": _ref("NewUser")}}},
+                        tag="users"),
+        },
+        "/api/users/{name}": {"patch": _op(
+            "Admin: make a user an admin or not, disable or enable it (a disabled user's token and sessions "
+            "get 401); refused if no enabled admin would be left",
+            {"200": _json(_ref("User"), "the user"), "400": bad, "403": forbidden, "404": missing,
+             "409": conflict},
+            params=[_path_param("name", "the user's name")],
+            body={"required": True, "content": {"application/json": {"schema": _ref("UserChange")}}},
+            tag="users")},
         # -- token reset (SEC)
         "/api/users/{name}/token": {"post": _op(
             "Admin: issue a user a new API token (the old one and the user's sessions stop working)",
