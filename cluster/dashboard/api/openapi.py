@@ -129,6 +129,41 @@ SCHEMAS: dict[str, Any] = {
         "required": ["deleted"],
         "properties": {"deleted": {"type": "string", "description": "the job's id"}},
     },
+    "ClusterState": {
+        "type": "object",
+        "required": ["workers", "devices", "queues", "health", "live_within_s"],
+        "properties": {
+            "workers": {"type": "array", "description": "live workers (a heartbeat within live_within_s)",
+                        "items": {"type": "object", "required": ["id", "device", "heartbeat_age_s"], "properties": {
+                            "id": {"type": "string"}, "device": {"type": "string"}, "host": {"type": "string"},
+                            "pid": {"type": "integer"},
+                            "metrics": {"type": "string", "description": "its /metrics URL"},
+                            "heartbeat_age_s": {"type": "number", "minimum": 0}}}},
+            "devices": {"type": "array", "description": "the devices live workers serve",
+                        "items": {"type": "object", "required": ["device", "workers"], "properties": {
+                            "device": {"type": "string"}, "workers": {"type": "integer", "minimum": 1}}}},
+            "queues": {"type": "array", "description": "each device queue's messages by state",
+                       "items": {"type": "object",
+                                 "required": ["queue", "device", "waiting", "unacked", "delayed", "dead", "depth",
+                                              "workers"],
+                                 "properties": {
+                                     "queue": {"type": "string"}, "device": {"type": "string"},
+                                     "waiting": {"type": "integer", "minimum": 0},
+                                     "unacked": {"type": "integer", "minimum": 0,
+                                                 "description": "in flight, or held by a dead worker"},
+                                     "delayed": {"type": "integer", "minimum": 0,
+                                                 "description": "waiting for a retry's backoff"},
+                                     "dead": {"type": "integer", "minimum": 0, "description": "dead-lettered"},
+                                     "depth": {"type": "integer", "minimum": 0,
+                                               "description": "waiting + unacked + delayed"},
+                                     "workers": {"type": "integer", "minimum": 0}}}},
+            "health": {"type": "object", "required": ["redis", "s3"], "properties": {
+                name: {"type": "object", "required": ["ok"], "properties": {
+                    "ok": {"type": "boolean"}, "latency_ms": {"type": "number"}, "error": {"type": "string"}}}
+                for name in ("redis", "s3")}},
+            "live_within_s": {"type": "number"},
+        },
+    },
     "Frame": {
         "type": "object",
         "required": ["frame", "name", "width", "height"],
@@ -270,6 +305,10 @@ def _paths() -> dict[str, Any]:
             params=[_path_param("name", "the user's name")],
             body={"required": True, "content": {"application/json": {"schema": _ref("UserChange")}}},
             tag="users")},
+        "/api/cluster": {"get": _op(
+            "The cluster now: live workers, each device queue's messages by state, the devices served, "
+            "Redis and S3 health (any logged-in user)",
+            {"200": _json(_ref("ClusterState"), "the cluster's state")}, tag="cluster")},
         # -- token reset (SEC)
         "/api/users/{name}/token": {"post": _op(
             "Admin: issue a user a new API token (the old one and the user's sessions stop working)",
