@@ -500,3 +500,21 @@ def test_after_a_cancel_the_job_page_follows_the_chunk_still_running_to_its_end(
     store.jobs.finish_chunk(job["id"], 0, state=ChunkState.DONE, done=4, failed=[])
     expect(page.locator("#n-done")).to_have_text("4")
     expect(page.locator("#summary .pct")).to_have_text("50.0%")
+
+
+def test_quick_arrow_keys_across_a_page_boundary_are_not_lost(page, world):
+    """Each key press steps from the frame last asked for, even while its page of the frame list loads."""
+    from playwright.sync_api import expect
+
+    _log_in(page, world["client"].token, f"/jobs/{world['job']['id']}#frame=48")
+    expect(page.locator("#overlay")).to_have_attribute("data-frame", "48")
+    for _ in range(4):
+        page.keyboard.press("ArrowRight")
+    expect(page.locator("#overlay")).to_have_attribute("data-frame", "52")
+    expect(page.locator("#frame-pager .where")).to_have_text("page 2 of 2")
+    expect(page.locator('#frame-list li[data-frame="52"] button')).to_have_attribute("aria-current", "true")
+    for _ in range(4):
+        page.keyboard.press("ArrowLeft")
+    expect(page.locator("#overlay")).to_have_attribute("data-frame", "48")
+    expect(page.locator("#frame-pager .where")).to_have_text("page 1 of 2")
+    assert page.url.endswith("#frame=48")

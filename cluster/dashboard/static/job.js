@@ -185,17 +185,20 @@
     const list = $("frame-list"), viewer = $("viewer"), status = $("frame-status");
     const PER = Math.max(1, Math.min(50, Math.floor(999 / STEP) + 1));  // one API call a page, <= 1000 frames read
     const PAGES = Math.max(1, Math.ceil(TOTAL / PER));
-    let page = -1, records = new Map(), current = null, pending = false, ticket = 0;
+    let page = -1, records = new Map(), current = null, pending = false, ticket = 0, loads = 0;
+    let wanted = null;  // the frame last asked for: arrow keys step from it while its page still loads
 
     const inJob = n => Number.isInteger(n) && n >= START && n < STOP && (n - START) % STEP === 0;
     const pageOf = n => Math.floor((n - START) / STEP / PER);
 
     async function loadPage(p) {
       p = Math.min(Math.max(0, p), PAGES - 1);
+      const seq = ++loads;
       const first = START + p * PER * STEP;
       const limit = Math.min((PER - 1) * STEP + 1, STOP - first);
       const frames = (await api(`/api/datasets/${DATASET}/frames?start=${first}&limit=${limit}`))
         .filter(f => inJob(f.frame));
+      if (seq !== loads) return;  // a later page was asked for meanwhile: it wins
       page = p;
       records = new Map(frames.map(f => [f.frame, f]));
       list.replaceChildren(...frames.map(f => el("li", {"data-frame": f.frame, class: failedSeen.has(f.frame) ? "failed" : null},
@@ -219,6 +222,7 @@
         return;
       }
       const mine = ++ticket;
+      wanted = n;
       if (pageOf(n) !== page) await loadPage(pageOf(n));
       if (mine !== ticket) return;
       current = n;
@@ -305,8 +309,9 @@
     }
 
     function step(delta) {
-      if (current === null) return;
-      const n = current + delta * STEP;
+      const from = wanted ?? current;
+      if (from === null) return;
+      const n = from + delta * STEP;
       if (inJob(n)) select(n);
     }
 
