@@ -518,3 +518,19 @@ def test_quick_arrow_keys_across_a_page_boundary_are_not_lost(page, world):
     expect(page.locator("#overlay")).to_have_attribute("data-frame", "48")
     expect(page.locator("#frame-pager .where")).to_have_text("page 1 of 2")
     assert page.url.endswith("#frame=48")
+
+
+def test_the_form_takes_frames_all_and_a_threshold_of_0_33_and_shows_the_models_default(page, world):
+    from playwright.sync_api import expect
+
+    _log_in(page, world["client"].token)
+    page.select_option("#f-model", label="shapes")
+    expect(page.locator("#f-threshold")).to_have_attribute("placeholder", "model default: 0.5")
+    page.select_option("#f-dataset", label="small (3 frames)")
+    page.fill("#f-frames", "all")
+    page.fill("#f-threshold", "0.33")
+    page.click("form#new-job button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f]{12}$"))
+    status = world["client"].get(f"/api/jobs/{page.url.rsplit('/', 1)[1]}")
+    assert status["frames_total"] == 3 and status["settings"]["threshold"] == 0.33
+    expect(page.locator("#state")).to_have_text("completed")

@@ -173,3 +173,4 @@ def test_the_job_form_offers_only_the_devices_live_workers_serve(web):
 
 def _csrf(client) -> str:
     return re.search(r'<meta name="csrf-token" content="([^"]+)">', client.get("/").get_data(as_text=True)).group(1)
+

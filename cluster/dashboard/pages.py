@@ -14,6 +14,7 @@ from cluster.dashboard.clients import clients
 from cluster.errors import InvalidInput, NotFound, PrelabelError, Unauthorized
 from cluster.jobs.plan import ChunkPlan
 from cluster.jobs.states import FINISHED_CHUNKS
+from cluster.jobs.thresholds import DEFAULT_THRESHOLD
 from cluster.services.jobs import ChunkSizing, job_status, submit_job
 
 bp = Blueprint("pages", __name__, template_folder="templates")
@@ -145,6 +146,7 @@ def _jobs_page(form: dict | None = None, form_error: str | None = None, status: 
         "jobs.html",
         user=user,
         jobs=rows,
+        default_threshold=DEFAULT_THRESHOLD,
         devices=_device_choices(c.store, (form or {}).get("device")),
         paging={"page": number, "pages": pages, "total": len(records), "per_page": JOBS_PAGE},
         datasets=c.store.datasets.list(user),
@@ -167,6 +169,9 @@ def start_job():
     form = request.form
     try:
         threshold = form.get("threshold") or None  # empty: the model's default
+        frames = form.get("frames", "").strip()
+        if frames.lower() == "all":  # the box's placeholder says "all": the same as empty
+            frames = ""
         job = submit_job(
             c.store,
             c.broker,
@@ -174,7 +179,7 @@ def start_job():
             dataset=form.get("dataset", ""),
             model=form.get("model", ""),
             device=form.get("device") or DEFAULT_DEVICE,
-            frames=form.get("frames") or None,
+            frames=frames or None,
             threshold=threshold,
             sizing=ChunkSizing.from_settings(c.settings),
         )

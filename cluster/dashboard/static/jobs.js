@@ -41,6 +41,15 @@
     return liveRows().length > 0;
   }
 
+  // The threshold box shows the chosen model's default, which an empty box uses.
+  const model = document.getElementById("f-model"), threshold = document.getElementById("f-threshold");
+  function showDefault() {
+    const chosen = model.selectedOptions[0];
+    threshold.placeholder = chosen && chosen.dataset.threshold ? `model default: ${chosen.dataset.threshold}`
+      : "the model's default";
+  }
+  if (model && threshold) { model.addEventListener("change", showDefault); showDefault(); }
+
   say();
   if (liveRows().length) poll(refresh, 1500);
 })();
