@@ -104,3 +104,35 @@ def test_an_admin_lists_users_without_their_tokens_and_others_get_403(cluster, w
     assert world["client"].token not in json.dumps(users)
     r = _status(cluster, world["client"], "GET", "/api/users")
     assert r.status_code == 403 and r.json()["error"] == "forbidden"
+
+
+def test_results_left_by_a_failed_s3_removal_go_with_the_next_delete(cluster):
+    """S3 failing after the records went: 503, the job's id stays in the purge set, and the next
+    job delete (any user's) removes the leftover results."""
+    from cluster.errors import StorageError
+    from cluster.jobs.plan import parse_frames
+    from cluster.services.jobs import delete_job
+
+    store = Store.from_settings(cluster)
+    objects = open_object_store(cluster)
+    name, _ = new_user(cluster)
+    user = store.users.get(name)
+    dataset = store.datasets.create(user, "purge")
+    model = store.models.create(user, "purge", {"labels": {}})
+    jobs = [store.jobs.create(user, dataset=dataset, model=model, device="CPU", frames=parse_frames(None, 1),
+                              chunks=[], settings={}) for _ in range(2)]
+    for job in jobs:
+        objects.put_bytes(Keys.chunk_result(job["id"], 0), b"result")
+
+    class Down:
+        def delete_prefix(self, prefix: str) -> None:
+            raise StorageError("S3 is down")
+
+    with pytest.raises(StorageError):
+        delete_job(store, Down(), user, jobs[0]["id"])  # type: ignore[arg-type]
+    assert jobs[0]["id"] in store.jobs.purge_pending(limit=10_000)
+    assert list(objects.list_keys(Keys.chunk_prefix(jobs[0]["id"])))
+    delete_job(store, objects, user, jobs[1]["id"])
+    for job in jobs:
+        assert list(objects.list_keys(Keys.chunk_prefix(job["id"]))) == []
+    assert jobs[0]["id"] not in store.jobs.purge_pending(limit=10_000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,8 +106,11 @@ def list_jobs(store: Store, user: User, *, offset: int = 0, limit: int = PAGE_SI
                            f"known: {', '.join(s.value for s in JobState)}")
     limit = max(1, min(MAX_PAGE_SIZE, limit))
     records, total = store.jobs.page(user, offset=offset, limit=limit, owner=owner, states=wanted, model=model)
-    return JobPage([job_status(store, job, failing_warn_s=failing_warn_s) for job in records], total,
-                   max(0, offset), limit)
+    # what each status reads, read once for the page: chunk states in one round trip, live workers per device
+    chunks = store.jobs.chunk_states_of([job["id"] for job in records])
+    served = {device: bool(store.workers.alive(device)) for device in {job["device"] for job in records}}
+    return JobPage([job_status(store, job, failing_warn_s=failing_warn_s, chunk_states=chunks[job["id"]],
+                               served=served[job["device"]]) for job in records], total, max(0, offset), limit)
 
 
 def get_job(store: Store, user: User, job_id: str, *,
@@ -177,9 +180,12 @@ def job_labels(store: Store, job: dict[str, Any]) -> dict[str, Any]:
         return {}
 
 
-def job_status(store: Store, job: dict[str, Any], *, failing_warn_s: float = Settings.failing_warn_s) -> dict[str, Any]:
+def job_status(store: Store, job: dict[str, Any], *, failing_warn_s: float = Settings.failing_warn_s,
+               chunk_states: Mapping[int, ChunkState] | None = None, served: bool | None = None) -> dict[str, Any]:
     """A job's record with the figures people ask for: progress, speed, ETA, and why it waits
-    (a chunk failure noted less than ``failing_warn_s`` ago, after the job's last progress, too)."""
+    (a chunk failure noted less than ``failing_warn_s`` ago, after the job's last progress, too).
+    ``chunk_states`` and ``served`` (a live worker serves the job's device), when the caller has
+    read them already, save their Redis reads."""
     status = dict(job)
     status.pop("model_labels", None)  # the label map of a deleted model: for exports, not for lists
     processed = int(job["frames_done"]) + int(job["frames_failed"])
@@ -196,13 +202,13 @@ def job_status(store: Store, job: dict[str, Any], *, failing_warn_s: float = Set
     status["eta_s"] = round(remaining / fps, 1) if fps > 0 and not JobState(job["state"]).finished else None
     status["queue"] = queue_for(job["device"])
     status["warning"] = None
-    states = store.jobs.chunk_states(job["id"])
+    states = store.jobs.chunk_states(job["id"]) if chunk_states is None else chunk_states
     status["chunks"] = {s.value: 0 for s in ChunkState} | dict(collections.Counter(s.value for s in states.values()))
     parked = store.jobs.parked(job["id"]) if status["chunks"][ChunkState.PARKED.value] else {}
     status["parked"] = [{"chunk": c, **info} for c, info in sorted(parked.items())]
     warnings = []
     unfinished = not JobState(job["state"]).finished
-    if unfinished and not store.workers.alive(job["device"]):
+    if unfinished and not (store.workers.alive(job["device"]) if served is None else served):
         warnings.append(
             f"no worker serves device {job['device']} (queue {status['queue']}); the job waits until one "
             f"is started with: prelabel worker --device {job['device']}"

@@ -525,6 +525,15 @@ class JobStore(OwnedRecords):
                 kept += len(users)
         return kept
 
+    def chunk_states_of(self, job_ids: Sequence[str]) -> dict[str, dict[int, ChunkState]]:
+        """``chunk_states`` of several jobs in one round trip (a page of the jobs list)."""
+        with redis_errors("read chunk states"):
+            pipe = self.r.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hgetall(self._chunks(job_id))
+            raws = pipe.execute()
+        return {job_id: {int(k): ChunkState(v) for k, v in raw.items()} for job_id, raw in zip(job_ids, raws)}
+
     def chunk_states(self, job_id: str) -> dict[int, ChunkState]:
         with redis_errors("read chunk states"):
             raw = self.r.hgetall(self._chunks(job_id))
@@ -559,3 +568,9 @@ class JobStore(OwnedRecords):
     def failed_frames(self, job_id: str, start: int = 0, stop: int = -1) -> list[dict[str, Any]]:
         with redis_errors("read failed frames"):
             return [loads(v) for v in self.r.lrange(self._failed(job_id), start, stop)]
+
+    # Last in the class: below it, ``list`` in an annotation would name this method.
+    def list(self, user: User, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest ``limit`` jobs ``user`` may see, through the indexes (``page``): a user's own
+        jobs are read without reading anyone else's."""
+        return self.page(user, limit=limit)[0]
