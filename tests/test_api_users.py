@@ -10,7 +10,7 @@ import requests
 from cluster_fixtures import new_user
 
 from cluster.store import Store
-from cluster.store.sessions import SessionStore
+from cluster.store.sessions import LoginLimiter, SessionStore
 
 
 def _call(cluster, token: str, method: str, path: str, **kw) -> requests.Response:
@@ -78,6 +78,9 @@ def test_a_disabled_users_token_and_sessions_get_401_until_enabled(cluster, admi
     assert requests.get(cluster.api_url + "/api/me", cookies={"prelabel_session": late.id},
                         timeout=30).status_code == 401
     assert [u["disabled"] for u in admin.get("/api/users") if u["name"] == name] == [True]
+    login = requests.post(cluster.api_url + "/login", data={"token": user.token}, allow_redirects=False, timeout=30)
+    assert login.status_code == 401 and "disabled" in login.text and "Set-Cookie" not in login.headers
+    LoginLimiter(store.redis).reset("127.0.0.1")  # that failure must not count against later tests' logins
     r = _call(cluster, admin.token, "PATCH", f"/api/users/{name}", json={"disabled": False})
     assert r.json()["disabled"] is False
     assert _call(cluster, user.token, "GET", "/api/me").status_code == 200
