@@ -534,3 +534,27 @@ def test_the_form_takes_frames_all_and_a_threshold_of_0_33_and_shows_the_models_
     status = world["client"].get(f"/api/jobs/{page.url.rsplit('/', 1)[1]}")
     assert status["frames_total"] == 3 and status["settings"]["threshold"] == 0.33
     expect(page.locator("#state")).to_have_text("completed")
+
+
+def test_a_live_job_deleted_elsewhere_stops_being_followed_on_the_jobs_page(page, cluster, world):
+    """Cancelled with a chunk still running (so the page follows it), then deleted by its owner."""
+    from playwright.sync_api import expect
+
+    from cluster.jobs.plan import FrameRange
+    from cluster.store import Store
+
+    store = Store.from_settings(cluster)
+    user = store.users.get(world["name"])
+    job = store.jobs.create(user, dataset=world["small"], model=world["model"], device="NPU",
+                            frames=FrameRange(0, 3), chunks=[FrameRange(0, 3)],
+                            settings={"chunk_size": 3, "threshold": 0.5})
+    assert store.jobs.claim_chunk(job["id"], 0)[0]
+    store.jobs.cancel(user, job["id"])
+    _log_in(page, world["client"].token)
+    row = page.locator(f'tr[data-job="{job["id"]}"]')
+    expect(row).to_have_attribute("data-live", "1")
+    store.jobs.delete(store.jobs.get_unchecked(job["id"]), settle_s=0)  # the API waits for the chunk to settle
+    expect(row.locator(".state")).to_have_text("deleted")
+    expect(row).to_have_attribute("data-live", "0")
+    expect(page.locator("#live-status")).to_have_attribute("data-polling", "0")
+    expect(page.locator("#live-status")).not_to_have_class(re.compile(r"\berror\b"))

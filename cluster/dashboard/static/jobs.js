@@ -29,10 +29,16 @@
 
   async function refresh() {
     const rows = liveRows();
-    try {
-      const jobs = await Promise.all(rows.map(r => api("/api/jobs/" + encodeURIComponent(r.dataset.job))));
-      jobs.forEach((j, i) => fill(rows[i], j));
-    } catch (e) {
+    const answers = await Promise.allSettled(rows.map(r => api("/api/jobs/" + encodeURIComponent(r.dataset.job))));
+    let unreachable = false;
+    answers.forEach((a, i) => {
+      if (a.status === "fulfilled") fill(rows[i], a.value);
+      else if (a.reason && a.reason.status === 404) {  // deleted meanwhile: nothing more to follow
+        rows[i].dataset.live = "0";
+        rows[i].querySelector(".state").textContent = "deleted";
+      } else unreachable = true;
+    });
+    if (unreachable) {
       status.textContent = "· cannot reach the server, retrying…";
       status.classList.add("error");
       return true;
