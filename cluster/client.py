@@ -82,6 +82,12 @@ class ApiClient:
     def get(self, path: str, **kw: Any) -> Any:
         return self._json(self.request("GET", path, **kw))
 
+    def get_page(self, path: str, **kw: Any) -> tuple[Any, int | None]:
+        """A paged list (``GET /api/jobs``): the body, and the total from ``X-Total-Count`` when sent."""
+        response = self.request("GET", path, **kw)
+        total = response.headers.get("X-Total-Count")
+        return self._json(response), int(total) if total and total.isdigit() else None
+
     def post(self, path: str, **kw: Any) -> Any:
         return self._json(self.request("POST", path, **kw))
 

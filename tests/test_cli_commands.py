@@ -69,9 +69,11 @@ def test_zoo_list_is_a_table_and_json(env):
 
 
 def test_login_says_who_and_json_is_the_apis_me(env, api):
-    out = run(env, "login", env["PRELABEL_TOKEN"]).stdout
-    assert out.startswith(f"logged in as {api.get('/api/me')['name']}; token saved in")
-    assert json.loads(run(env, "login", env["PRELABEL_TOKEN"], "--json").stdout) == api.get("/api/me")
+    me = api.get("/api/me")
+    out = run(env, "login", env["PRELABEL_TOKEN"])
+    assert out.stdout.startswith(f"logged in as {me['name']}; token saved in"), (out.stdout, out.stderr)
+    out = run(env, "login", env["PRELABEL_TOKEN"], "--json")
+    assert json.loads(out.stdout) == me, (out.stdout, out.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +185,22 @@ def test_users_list_is_for_admins(env, api, cluster):
     listed = json.loads(run(admin, "users", "list", "--json").stdout)
     assert listed == ApiClient(cluster, token=admin["PRELABEL_TOKEN"]).get("/api/users")
     assert all("token" not in user for user in listed)
+
+
+def test_jobs_list_pages_and_filters(env, api, work):
+    for _ in range(2 - len(api.get("/api/jobs"))):  # when run alone (-k): two finished jobs
+        wait_job(api, api.post("/api/jobs", json={"dataset": "four", "model": "slow"})["id"])
+    jobs = api.get("/api/jobs")
+    lines = run(env, "jobs", "list", "--limit", "1").stdout.splitlines()
+    assert len(lines) == 3 and lines[1].startswith(jobs[0]["id"])
+    assert lines[2] == f"jobs 1-1 of {len(jobs)}; the next page: --offset 1"
+    lines = run(env, "jobs", "list", "--limit", "1", "--offset", "1").stdout.splitlines()
+    assert lines[1].startswith(jobs[1]["id"])
+    assert run(env, "jobs", "list", "--state", "cancelled,failed").stdout.strip() == "no jobs match"
+    assert json.loads(run(env, "jobs", "list", "--state", "completed", "--model", "slow", "--json").stdout) == \
+        api.get("/api/jobs?state=completed&model=slow")
+    bad = run(env, "jobs", "list", "--offset", "-1", check=False)
+    assert bad.returncode == 2 and "at least 0" in bad.stderr
 
 
 def test_deleting_asks_for_yes_without_a_terminal_and_says_what_went(env, api, work):

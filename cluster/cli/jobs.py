@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cluster.cli.checks import non_negative_int, positive_int
 from cluster.cli.delete import add_delete_parser, cmd_jobs_delete
 from cluster.cli.output import JOB_COLUMNS, add_json_flag, job_detail, print_json, print_table
 
@@ -27,11 +28,18 @@ def _show(args: argparse.Namespace, status: dict[str, Any], done: str = "") -> i
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    jobs = _client().get("/api/jobs")
+    params = {k: v for k, v in (("state", args.state), ("owner", args.owner), ("model", args.model),
+                                ("limit", args.limit), ("offset", args.offset)) if v is not None}
+    jobs, total = _client().get_page("/api/jobs", params=params)
     if args.json:
         print_json(jobs)
-    else:
-        print_table(jobs, JOB_COLUMNS, "no jobs yet (prelabel annotate --dataset DATASET --model MODEL)")
+        return 0
+    filtered = any(params.get(k) for k in ("state", "owner", "model", "offset"))
+    print_table(jobs, JOB_COLUMNS, "no jobs match" if filtered else
+                "no jobs yet (prelabel annotate --dataset DATASET --model MODEL)")
+    offset = args.offset or 0
+    if jobs and total is not None and offset + len(jobs) < total:
+        print(f"jobs {offset + 1}-{offset + len(jobs)} of {total}; the next page: --offset {offset + len(jobs)}")
     return 0
 
 
@@ -59,6 +67,12 @@ def add_jobs_parser(sub: argparse._SubParsersAction) -> None:
     js = sub.add_parser("jobs", help="list and inspect jobs; resume, retry failed frames, cancel, delete")
     js = js.add_subparsers(dest="jobs_command", required=True)
     s = js.add_parser("list", help="your jobs (every job for an admin), newest first: state, progress, created")
+    s.add_argument("--state", help="only jobs in these states, comma-separated (queued, running, completed, "
+                                   "failed, cancelled)")
+    s.add_argument("--owner", help="only this user's jobs (admins)")
+    s.add_argument("--model", help="only jobs of this model (its id or name)")
+    s.add_argument("--limit", type=positive_int, default=None, help="jobs per page (default 100, at most 500)")
+    s.add_argument("--offset", type=non_negative_int, default=None, help="skip this many jobs (the next page)")
     add_json_flag(s)
     s.set_defaults(func=cmd_list)
     s = js.add_parser("show", help="one job: progress, chunks by state, parked chunks and why it waits")
