@@ -65,6 +65,7 @@ def test_the_jobs_list_is_paged_newest_first_and_a_page_out_of_range_shows_the_l
     assert 'href="/?page=1"' in second and 'rel="next"' not in second
     assert _rows(client.get("/?page=99").get_data(as_text=True)) == _rows(second)
     assert _rows(client.get("/?page=nonsense").get_data(as_text=True)) == _rows(first)
+    assert _rows(client.get("/?page=" + "9" * 40).get_data(as_text=True)) == _rows(second)
 
 
 def test_rows_are_live_while_unfinished_or_cancelled_with_a_chunk_still_running(web):

@@ -15,14 +15,13 @@ from cluster.errors import InvalidInput, NotFound, PrelabelError, Unauthorized
 from cluster.jobs.plan import ChunkPlan
 from cluster.jobs.states import FINISHED_CHUNKS
 from cluster.jobs.thresholds import DEFAULT_THRESHOLD
-from cluster.services.jobs import ChunkSizing, job_status, submit_job
+from cluster.services.jobs import ChunkSizing, job_status, list_jobs, submit_job
 
 bp = Blueprint("pages", __name__, template_folder="templates")
 
 FAILED_PAGE = 50  # failed frames shown per page on a job's page (the rest are paged in by the browser)
 OFFERED_DEVICES = ("CPU", "GPU", "NPU")  # always listed in the job form, enabled when a live worker serves them
 JOBS_PAGE = 25  # jobs per page of the jobs list: its HTML and its live polling stay small
-ALL_JOBS = 1_000_000  # the store lists at most this many records: every job, to count the pages
 
 
 @bp.app_template_filter("when")
@@ -113,7 +112,7 @@ def logout():
 def _page_number() -> int:
     """``?page=N`` (1-based); anything else is the first page."""
     try:
-        return max(1, int(request.args.get("page", "1")))
+        return min(max(1, int(request.args.get("page", "1"))), 1_000_000)  # then clamped to the last page
     except ValueError:
         return 1
 
@@ -137,18 +136,21 @@ def _jobs_page(form: dict | None = None, form_error: str | None = None, status: 
     """One page of the jobs list, newest first: only that page's jobs get their (costlier) status figures."""
     c = clients()
     user = current_user()
-    records = c.store.jobs.list(user, limit=ALL_JOBS)
-    pages = max(1, -(-len(records) // JOBS_PAGE))
-    number = min(_page_number(), pages)
-    shown = records[(number - 1) * JOBS_PAGE:number * JOBS_PAGE]
-    rows = [job_status(c.store, record, failing_warn_s=c.settings.failing_warn_s) for record in shown]
+    number = _page_number()
+    found = list_jobs(c.store, user, offset=(number - 1) * JOBS_PAGE, limit=JOBS_PAGE,
+                      failing_warn_s=c.settings.failing_warn_s)
+    pages = max(1, -(-found.total // JOBS_PAGE))
+    if number > pages:  # past the end (jobs deleted meanwhile, or a typed address): the last page
+        number = pages
+        found = list_jobs(c.store, user, offset=(number - 1) * JOBS_PAGE, limit=JOBS_PAGE,
+                          failing_warn_s=c.settings.failing_warn_s)
     return render_template(
         "jobs.html",
         user=user,
-        jobs=rows,
+        jobs=found.jobs,
         default_threshold=DEFAULT_THRESHOLD,
         devices=_device_choices(c.store, (form or {}).get("device")),
-        paging={"page": number, "pages": pages, "total": len(records), "per_page": JOBS_PAGE},
+        paging={"page": number, "pages": pages, "total": found.total, "per_page": JOBS_PAGE},
         datasets=c.store.datasets.list(user),
         models=c.store.models.list(user),
         form=form or {},
