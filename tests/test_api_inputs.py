@@ -89,6 +89,21 @@ def test_a_frame_number_past_any_dataset_is_a_404(cluster, world):
     assert r.status_code == 404 and r.json()["error"] == "not_found"
 
 
+def test_a_frame_image_carries_its_content_key_as_etag_and_a_repeat_is_a_304_without_the_bytes(cluster, world):
+    url = f"{cluster.api_url}/api/datasets/{world['dataset']['id']}/frames/0/image"
+    auth = {"Authorization": f"Bearer {world['client'].token}"}
+    first = requests.get(url, headers=auth, timeout=30)
+    assert first.status_code == 200 and first.content[:2] == b"\xff\xd8"  # a JPEG
+    assert first.headers["Cache-Control"] == "private, no-cache"
+    etag = first.headers["ETag"]
+    frame = world["client"].get(f"/api/datasets/{world['dataset']['id']}/frames?start=0&limit=1")[0]
+    assert etag.strip('"') == frame["key"].rsplit("/", 1)[-1]
+    again = requests.get(url, headers=auth | {"If-None-Match": etag}, timeout=30)
+    assert again.status_code == 304 and again.content == b"" and again.headers["ETag"] == etag
+    other = requests.get(url, headers=auth | {"If-None-Match": '"something-else"'}, timeout=30)
+    assert other.status_code == 200 and other.content == first.content
+
+
 def test_exporting_an_unfinished_job_is_a_409_unless_partial(cluster, world):
     client = world["client"]
     # No worker serves GPU.5: the job stays queued.

@@ -63,5 +63,16 @@ def frame_image(ref: str, number: int):
     if not frames:
         raise NotFound(f"dataset {dataset['name']} has no frame {number}")
     frame = frames[0]
-    ext = frame["key"].rsplit(".", 1)[-1]
-    return Response(c.objects.get_bytes(frame["key"]), mimetype=CONTENT_TYPES.get(ext, "application/octet-stream"))
+    # The key names the content (its digest), so it is the ETag: a browser that has the image gets a
+    # 304 without an S3 read. Revalidated every time ("no-cache"): the URL may name the dataset,
+    # and a dataset deleted and made again under the same name holds other images.
+    etag = frame["key"].rsplit("/", 1)[-1]
+    if request.if_none_match.contains(etag):
+        response = Response(status=304)
+    else:
+        ext = frame["key"].rsplit(".", 1)[-1]
+        mimetype = CONTENT_TYPES.get(ext, "application/octet-stream")
+        response = Response(c.objects.get_bytes(frame["key"]), mimetype=mimetype)
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response
