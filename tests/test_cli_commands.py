@@ -68,6 +68,19 @@ def test_zoo_list_is_a_table_and_json(env):
     assert {"name", "description"} <= set(entries[0]) and "selfie-segmentation" in [e["name"] for e in entries]
 
 
+def test_cluster_shows_the_live_worker_with_its_metrics_url_the_queues_and_health(env, api):
+    state = api.get("/api/cluster")
+    out = run(env, "cluster").stdout
+    workers, queues, health = out.split("\n\n")
+    assert workers.splitlines()[0].split() == ["WORKER", "DEVICE", "HOST", "PID", "HEARTBEAT", "METRICS"]
+    for worker in state["workers"]:
+        assert any(line.startswith(worker["id"]) and worker["metrics"] in line for line in workers.splitlines())
+    assert queues.splitlines()[0].split() == ["QUEUE", "WORKERS", "WAITING", "IN", "FLIGHT", "DELAYED", "DEAD"]
+    assert state["queues"] and all(q["queue"] in queues for q in state["queues"])
+    assert health.splitlines()[0].startswith("redis: ok (") and health.splitlines()[1].startswith("s3: ok (")
+    assert set(json.loads(run(env, "cluster", "--json").stdout)) == set(state)
+
+
 def test_login_says_who_and_json_is_the_apis_me(env, api):
     me = api.get("/api/me")
     out = run(env, "login", env["PRELABEL_TOKEN"])
@@ -179,7 +192,7 @@ def test_users_list_is_for_admins(env, api, cluster):
     assert proc.returncode == 2 and proc.stderr.strip() == "prelabel: error: only an admin can list users"
     admin = env | {"PRELABEL_TOKEN": run(env, "users", "add", f"boss{os.getpid()}", "--admin").stdout.strip()}
     lines = run(admin, "users", "list").stdout.splitlines()
-    assert lines[0].split() == ["NAME", "ADMIN", "CREATED"]
+    assert lines[0].split() == ["NAME", "ADMIN", "DISABLED", "CREATED"]
     rows = {line.split()[0]: line.split()[1] for line in lines[1:]}
     assert rows[f"boss{os.getpid()}"] == "yes" and rows[api.get("/api/me")["name"]] == "no"
     listed = json.loads(run(admin, "users", "list", "--json").stdout)

@@ -102,8 +102,33 @@ def cmd_users_list(args: argparse.Namespace) -> int:
         print_json(users)
     else:
         print_table(users, [("name", lambda u: u["name"]), ("admin", lambda u: u.get("admin")),
+                            ("disabled", lambda u: bool(u.get("disabled"))),
                             ("created", lambda u: when(u.get("created_at")))],
                     "no users yet (prelabel users add NAME)")
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """The cluster page in a terminal: live workers (with their metrics URLs), queues, Redis and S3."""
+    state = _client().get("/api/cluster")
+    if args.json:
+        print_json(state)
+        return 0
+    print_table(state.get("workers") or [], [
+        ("worker", lambda w: w["id"]), ("device", lambda w: w.get("device")), ("host", lambda w: w.get("host")),
+        ("pid", lambda w: w.get("pid")), ("heartbeat", lambda w: f"{w.get('heartbeat_age_s', 0):.0f}s ago"),
+        ("metrics", lambda w: w.get("metrics")),
+    ], "no live workers: jobs wait until one starts (prelabel worker --device CPU)")
+    print()
+    print_table(state.get("queues") or [], [
+        ("queue", lambda q: q["queue"]), ("workers", lambda q: q.get("workers", 0)),
+        ("waiting", lambda q: q.get("waiting", 0)), ("in flight", lambda q: q.get("unacked", 0)),
+        ("delayed", lambda q: q.get("delayed", 0)), ("dead", lambda q: q.get("dead", 0)),
+    ], "no queues")
+    print()
+    for name, check in (state.get("health") or {}).items():
+        print(f"{name}: " + (f"ok ({check.get('latency_ms')} ms)" if check.get("ok") else
+                             f"DOWN: {check.get('error')}"))
     return 0
 
 
@@ -426,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", help="the user name")
     s.add_argument("--reset", action="store_true", help="issue a new token and revoke the old one")
     s.set_defaults(func=cmd_users_token)
+
+    s = sub.add_parser("cluster", help="live workers (device, heartbeat, metrics URL), queues, Redis and S3 health")
+    add_json_flag(s)
+    s.set_defaults(func=cmd_cluster)
 
     s = sub.add_parser("login", help="save an API token for the CLI")
     s.add_argument("token", help="the token `prelabel users add NAME` printed")
