@@ -114,6 +114,20 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ("users-token-unknown-user", "ok", ["users", "token", "nobody-here", "--reset"], "nobody-here"),
     ("status-wait-unknown-job", "ok", ["status", "0123456789ab", "--wait"], "no job"),
     ("jobs-without-subcommand", "ok", ["jobs"], "required"),
+    ("jobs-show-unknown", "ok", ["jobs", "show", "0123456789ab"], "no job"),
+    ("jobs-list-limit-zero", "ok", ["jobs", "list", "--limit", "0"], "at least 1"),
+    ("jobs-list-offset-negative", "ok", ["jobs", "list", "--offset", "-3"], "at least 0"),
+    ("jobs-list-unknown-state", "ok", ["jobs", "list", "--state", "sleeping"], "unknown job state"),
+    ("jobs-delete-unknown", "ok", ["jobs", "delete", "0123456789ab", "--yes"], "no job"),
+    ("jobs-delete-without-yes", "ok", ["jobs", "delete", "{job}"], "pass --yes"),
+    ("jobs-delete-unfinished", "ok", ["jobs", "delete", "{queued_job}", "--yes"], "prelabel jobs cancel"),
+    ("datasets-delete-unknown", "ok", ["datasets", "delete", "nope", "--yes"], "no dataset"),
+    ("datasets-delete-without-yes", "ok", ["datasets", "delete", "{dataset}"], "pass --yes"),
+    ("datasets-delete-in-use", "ok", ["datasets", "delete", "{dataset}", "--yes"], "used by job"),
+    ("models-delete-unknown", "ok", ["models", "delete", "nope", "--yes"], "no model"),
+    ("models-delete-without-yes", "ok", ["models", "delete", "{model}"], "pass --yes"),
+    ("models-delete-in-use", "ok", ["models", "delete", "{model}", "--yes"], "unfinished job"),
+    ("users-list-not-admin", "ok", ["users", "list"], "only an admin"),
     ("login-empty-token", "ok", ["login", ""], "token"),
     ("worker-device-bad", "bare", ["worker", "--device", "FOO"], "device"),
     ("up-devices-bad", "bare", ["up", "--devices", "CPU,FOO"], "device"),
@@ -144,6 +158,11 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ("down-jobs-resume", "down", ["jobs", "resume", "0123456789ab"], "cannot reach"),
     ("down-zoo-add", "down", ["zoo", "add", "selfie-segmentation"], "cannot reach"),
     ("down-users-add", "down", ["users", "add", "someone"], ""),
+    ("down-jobs-list", "down", ["jobs", "list"], "cannot reach"),
+    ("down-jobs-delete", "down", ["jobs", "delete", "0123456789ab", "--yes"], "cannot reach"),
+    ("down-users-list", "down", ["users", "list"], "cannot reach"),
+    ("down-cluster", "down", ["cluster"], "cannot reach"),
+    ("badtoken-jobs-list", "badtoken", ["jobs", "list", "--json"], "token"),
     ("badtoken-datasets-list", "badtoken", ["datasets", "list"], "token"),
     ("badtoken-status", "badtoken", ["status", "{job}"], "token"),
     ("badtoken-login", "badtoken", ["login", "wrong-token"], "token"),
@@ -240,3 +259,14 @@ def test_export_with_force_and_partial_does_what_it_was_refused(corpus, cluster)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(Path(partial).read_text())["annotations"] == []
 
+
+
+def test_refused_deletes_deleted_nothing(corpus, cluster):
+    from cluster.client import ApiClient
+
+    values = corpus["values"]
+    client = ApiClient(cluster, token=values["token"])
+    assert client.get(f"/api/jobs/{values['job']}")["id"] == values["job"]
+    assert client.get(f"/api/jobs/{values['queued_job']}")["id"] == values["queued_job"]
+    assert client.get(f"/api/datasets/{values['dataset']}")["id"] == values["dataset"]
+    assert client.get(f"/api/models/{values['model']}")["id"] == values["model"]
