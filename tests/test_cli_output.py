@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cluster.cli.delete import confirm
-from cluster.cli.output import JOB_COLUMNS, fields, job_detail, job_state, table
+from cluster.cli.output import JOB_COLUMNS, fields, job_detail, job_state, table, when
 from cluster.demo.run import _why_not_up, default_out_dir
 
 JOB = {"id": "0123456789ab", "state": "completed", "dataset": "d1", "dataset_name": "photos", "model": "m1",
@@ -37,10 +37,10 @@ def test_a_completed_job_with_failed_frames_says_so():
 
 
 def test_the_job_detail_shows_chunks_by_state_parked_chunks_and_the_warning():
-    text = job_detail(JOB | {"parked": [{"chunk": 2, "reason": "killed its worker 3 times"}],
+    text = job_detail(JOB | {"parked": [{"chunk": 2, "reason": "its worker died 3 times", "at": 1_800_000_000.0}],
                              "warning": "no worker serves device CPU"})
     assert "chunks:" in text and "1 running, 2 done" in text
-    assert "parked chunk 2: reason killed its worker 3 times" in text
+    assert f"parked chunk 2 since {when(1_800_000_000.0)}: its worker died 3 times" in text
     assert text.splitlines()[-1] == "warning: no worker serves device CPU"
 
 

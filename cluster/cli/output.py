@@ -124,8 +124,9 @@ def job_detail(job: dict[str, Any]) -> str:
         ("error", job.get("error") or None),
     ])]
     for parked in job.get("parked") or []:
-        info = ", ".join(f"{k} {v}" for k, v in parked.items() if k != "chunk")
-        lines.append(f"parked chunk {parked['chunk']}" + (f": {info}" if info else ""))
+        since = f" since {when(parked['at'])}" if parked.get("at") else ""
+        reason = f": {parked['reason']}" if parked.get("reason") else ""
+        lines.append(f"parked chunk {parked['chunk']}{since}{reason}")
     if job.get("warning"):
         lines.append(f"warning: {job['warning']}")
     return "\n".join(lines)
