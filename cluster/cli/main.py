@@ -466,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = ds.add_parser("add", help="upload images, folders, zip archives and videos into a dataset")
     s.add_argument("name", help="the dataset's name (created if you have none by that name)")
     s.add_argument("paths", nargs="+", help="image files, folders, .zip archives and videos")
-    add_json_flag(s)
+    add_json_flag(s, "print the outcome as one JSON object (dataset, name, added, duplicate, rejected, "
+                     "frame_count) for scripts")
     s.set_defaults(func=cmd_datasets_add)
     s = ds.add_parser("list", help="your datasets (every one for an admin)")
     add_json_flag(s)
@@ -501,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     zs = sub.add_parser("zoo", help="ready-made models").add_subparsers(dest="zoo_command", required=True)
     s = zs.add_parser("list", help="the models the zoo can fetch and register")
-    add_json_flag(s)
+    add_json_flag(s, "print the zoo as JSON ([{name, description}]) for scripts")
     s.set_defaults(func=cmd_zoo_list)
     s = zs.add_parser("add", help="fetch, convert and register a zoo model")
     s.add_argument("name", help="the zoo model (see `prelabel zoo list`)")

@@ -17,9 +17,9 @@ from typing import Any, TextIO
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
 
 
-def add_json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true",
-                        help="print the API's JSON answer (for scripts) instead of text for people")
+def add_json_flag(parser: argparse.ArgumentParser,
+                  help: str = "print the API's JSON answer (for scripts) instead of text for people") -> None:
+    parser.add_argument("--json", action="store_true", help=help)
 
 
 def print_json(data: Any, stream: TextIO | None = None) -> None:
