@@ -12,7 +12,7 @@ import pytest
 
 from cluster.config import Settings
 from cluster.dashboard import create_app
-from cluster.dashboard.pages import JOBS_PAGE
+from cluster.dashboard.pages.jobs import JOBS_PAGE
 from cluster.jobs.plan import FrameRange
 from cluster.jobs.states import ChunkState
 from cluster.store import Store

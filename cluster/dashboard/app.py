@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from cluster.dashboard import api, metrics, pages
 
     api.register(app)
-    app.register_blueprint(pages.bp)
+    pages.register(app)
     app.register_blueprint(metrics.bp)
 
     @app.errorhandler(PrelabelError)

@@ -42,7 +42,7 @@ CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Checked for their origin only: the login form is posted before there is a session to hold a token
 # (logging in replaces any session the browser had).
-TOKEN_EXEMPT = frozenset({"pages.login"})
+TOKEN_EXEMPT = frozenset({"session.login"})
 
 CSP = "; ".join([
     "default-src 'self'",
