@@ -134,7 +134,7 @@ def register_model(
             raise ModelError(f"the model does not run: {exc}") from exc
         # The same isolated runtime the workers use: it refuses a script whose imports are not
         # allowed or cannot be found, and validates what the script returns.
-        pool = ScriptPool.from_settings(settings, ScriptLimits(timeout=60))
+        pool = ScriptPool.from_settings(settings, ScriptLimits(timeout=60), extra_allowed=store.allowlist.modules)
         try:
             runner = pool.get(source, labels=label_map, trusted=trusted)
             frame = FrameInput(id=0, name="astronaut.png", width=int(image.shape[1]), height=int(image.shape[0]),

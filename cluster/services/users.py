@@ -41,19 +41,22 @@ def create_user(store: Store, name: str, *, admin: bool = False, by: User) -> tu
     return store.users.add(name, admin=admin)
 
 
-def update_user(store: Store, name: str, *, by: User, admin: bool | None = None,
+def update_user(store: Store, name: str, *, by: User | None, admin: bool | None = None,
                 disabled: bool | None = None) -> User:
     """An admin makes ``name`` an admin or not, and disables or enables it. A disabled account's
     token is refused and its sessions end (401); enabling it makes its token work again. No change
     may leave the cluster without an enabled admin (409), so an admin cannot lock everyone out,
-    themselves included."""
-    if not by.admin:
+    themselves included. ``by=None`` is an operator with access to Redis (the same rules hold)."""
+    if by is not None and not by.admin:
         raise Forbidden("only an admin can change users")
     return store.users.update(name, admin=admin, disabled=disabled)
 
 
 def list_users(store: Store, *, by: User) -> list[dict]:
-    """Every account (admins only): name, admin, disabled, when created; never a token or its hash."""
+    """Every account (admins only): name, admin, disabled, when created, how many jobs it has; never
+    a token or its hash."""
     if not by.admin:
         raise Forbidden("only an admin can list users")
-    return [user.to_dict() for user in store.users.list()]
+    users = store.users.list()
+    jobs = store.jobs.owner_counts([u.name for u in users])
+    return [user.to_dict() | {"jobs": jobs.get(user.name, 0)} for user in users]

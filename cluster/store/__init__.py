@@ -10,6 +10,7 @@ from __future__ import annotations
 import redis
 
 from cluster.config import Settings
+from cluster.store.allowlist import AllowlistStore
 from cluster.store.base import connect, redis_errors
 from cluster.store.datasets import DatasetStore
 from cluster.store.jobs import JobStore
@@ -30,6 +31,7 @@ class Store:
         self.models = ModelStore(client)
         self.jobs = JobStore(client)
         self.workers = WorkerRegistry(client)
+        self.allowlist = AllowlistStore(client)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:

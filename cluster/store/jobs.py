@@ -278,6 +278,15 @@ class JobStore(OwnedRecords):
         """The owner's job ids by creation time (the whole list's index is ``_index``)."""
         return f"{PREFIX}jobs:owner:{owner}"
 
+    def owner_counts(self, owners: Sequence[str]) -> dict[str, int]:
+        """How many jobs each of ``owners`` has (one pipelined ZCARD each; the admin's users list)."""
+        self._ensure_owner_indexes()
+        with redis_errors("count jobs by owner"):
+            pipe = self.r.pipeline(transaction=False)
+            for owner in owners:
+                pipe.zcard(self._owner_index(owner))
+            return {owner: int(n) for owner, n in zip(owners, pipe.execute())}
+
     def _purge(self) -> str:
         """Ids of deleted jobs whose S3 results are not known to be removed yet."""
         return f"{PREFIX}jobs:purge"

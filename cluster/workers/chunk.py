@@ -79,7 +79,7 @@ class ChunkProcessor:
         self.inference_threads = limit_cpu_threads(self.core, device, settings.inference_threads)
         self.files = ModelFiles(objects, Path(settings.cache_dir))
         self.engines = EngineCache(capacity=4)
-        self.scripts = ScriptPool.from_settings(settings)
+        self.scripts = ScriptPool.from_settings(settings, extra_allowed=store.allowlist.modules)
         self.fetcher = ThreadPoolExecutor(max_workers=max(1, settings.fetch_threads), thread_name_prefix="fetch")
         self._sources: collections.OrderedDict[tuple[str, str], str] = collections.OrderedDict()
         self._sources_lock = threading.Lock()

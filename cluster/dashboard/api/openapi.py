@@ -80,7 +80,8 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["name", "admin", "created_at"],
         "properties": {"name": {"type": "string"}, "admin": {"type": "boolean"}, "created_at": {"type": "number"},
-                       "disabled": {"type": "boolean", "description": "a disabled account's token is refused"}},
+                       "disabled": {"type": "boolean", "description": "a disabled account's token is refused"},
+                       "jobs": {"type": "integer", "description": "in GET /api/users: how many jobs it has"}},
     },
     "NewUser": {
         "type": "object",
@@ -104,6 +105,28 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["name", "token"],
         "properties": {"name": {"type": "string"}, "token": {"type": "string", "description": "shown once"}},
+    },
+    "Allowlist": {
+        "type": "object",
+        "description": "What untrusted scripts may import: the built-in list, PRELABEL_SCRIPT_MODULES and the "
+                       "admins' additions (a name allows its submodules, except the denied ones).",
+        "required": ["modules", "effective", "denied"],
+        "properties": {
+            "modules": {"type": "array", "items": {"type": "object", "required": ["module", "source"], "properties": {
+                "module": {"type": "string"}, "source": {"type": "string", "enum": ["default", "settings", "admin"]},
+                "added_by": {"type": ["string", "null"]}, "added_at": {"type": ["number", "null"]}}}},
+            "effective": {"type": "array", "items": {"type": "string"}},
+            "denied": {"type": "array", "items": {"type": "string"}},
+            "added": {"type": "array", "items": {"type": "string"}, "description": "after a POST: the new names"},
+            "removed": {"type": "string", "description": "after a DELETE: the name removed"},
+        },
+    },
+    "AllowlistChange": {
+        "type": "object",
+        "required": ["modules"],
+        "additionalProperties": False,
+        "properties": {"modules": {"type": "array", "minItems": 1, "maxItems": 50, "items": {
+            "type": "string", "description": "a dotted module name (colorsys, scipy.ndimage)"}}},
     },
     "Dataset": {
         "type": "object",
@@ -315,6 +338,19 @@ def _paths() -> dict[str, Any]:
             {"200": _json(_ref("Token"), "the new token"), "403": forbidden, "404": missing},
             params=[_path_param("name", "the user's name")], tag="users")},
         # -- end token reset
+        "/api/admin/allowlist": {
+            "get": _op("What untrusted scripts may import, with where each module comes from (any logged-in user)",
+                       {"200": _json(_ref("Allowlist"), "the allowlist")}, tag="admin"),
+            "post": _op("Admin: allow modules for untrusted scripts (workers see it within seconds); refused with "
+                        "why for a bad name, a denied module or one not installed",
+                        {"200": _json(_ref("Allowlist"), "the new allowlist"), "400": bad, "403": forbidden},
+                        body={"required": True, "content": {"application/json": {"schema": _ref("AllowlistChange")}}},
+                        tag="admin"),
+        },
+        "/api/admin/allowlist/{module}": {"delete": _op(
+            "Admin: take a module off the admins' additions (built-in and settings entries stay: 400)",
+            {"200": _json(_ref("Allowlist"), "the new allowlist"), "400": bad, "403": forbidden, "404": missing},
+            params=[_path_param("module", "the module's name")], tag="admin")},
         "/api/datasets": {
             "get": _op("The datasets the caller can see", {"200": _json(_array("Dataset"), "datasets")},
                        tag="datasets"),
