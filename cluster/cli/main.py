@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 from cluster.cli.checks import floats, open_input, port, positive_int, threshold
 from cluster.cli.delete import add_delete_parser, cmd_datasets_delete, cmd_models_delete
@@ -304,10 +305,23 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_zoo_list(args: argparse.Namespace) -> int:
-    from cluster.zoo.registry import load_zoo
+def cmd_models_trust(args: argparse.Namespace) -> int:
+    client = _client()
+    response = client.request("PATCH", f"/api/models/{quote(args.name, safe='')}",
+                              json={"trusted": not args.untrusted})
+    record = response.json()
+    if args.json:
+        print_json(record)
+    else:
+        how = "trusted: it runs as full Python" if record.get("trusted") else "untrusted: it runs in the OS sandbox"
+        print(f"model {record['name']} ({record['id']}): script {how}")
+    return 0
 
-    entries = [{"name": name.replace("_", "-"), "description": entry.description} for name, entry in load_zoo().items()]
+
+def cmd_zoo_list(args: argparse.Namespace) -> int:
+    from cluster.zoo.install import zoo_entries
+
+    entries = zoo_entries()
     if args.json:
         print_json(entries)
     else:
@@ -499,6 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(s)
     s.set_defaults(func=cmd_models_list)
     add_delete_parser(ms, "model", cmd_models_delete, "delete a model no unfinished job uses, with its files")
+    s = ms.add_parser("trust", help="admins: run a model's script as full Python (checked again first)")
+    s.add_argument("name", help="the model's name or id")
+    s.add_argument("--untrusted", action="store_true", help="the other way: run it in the OS sandbox again")
+    add_json_flag(s)
+    s.set_defaults(func=cmd_models_trust)
 
     zs = sub.add_parser("zoo", help="ready-made models").add_subparsers(dest="zoo_command", required=True)
     s = zs.add_parser("list", help="the models the zoo can fetch and register")

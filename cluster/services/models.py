@@ -19,7 +19,7 @@ import numpy as np
 import openvino as ov
 
 from cluster.config import Settings
-from cluster.errors import Conflict, InvalidInput, ModelError, PrelabelError, ScriptError
+from cluster.errors import Conflict, Forbidden, InvalidInput, ModelError, PrelabelError, ScriptError
 from cluster.jobs.thresholds import DEFAULT_THRESHOLD, check_threshold
 from cluster.models.engine import InferenceEngine
 from cluster.models.preprocessing import Preprocessing, apply_preprocessing
@@ -123,28 +123,8 @@ def register_model(
             weights_path.write_bytes(weights.data)
         ov_model = read_model(core, model_path, weights_path)
         prep = prep.resolved(ov_model)
-        try:
-            image = sample_image()
-            with _OPENVINO_FIRST_USE:  # see _OPENVINO_FIRST_USE: dashboard threads register concurrently
-                engine = InferenceEngine(apply_preprocessing(ov_model, prep), "CPU", cache_dir=None, core=core)
-                outputs = engine.infer(image)
-        except PrelabelError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"the model does not run: {exc}") from exc
-        # The same isolated runtime the workers use: it refuses a script whose imports are not
-        # allowed or cannot be found, and validates what the script returns.
-        pool = ScriptPool.from_settings(settings, ScriptLimits(timeout=60), extra_allowed=store.allowlist.modules)
-        try:
-            runner = pool.get(source, labels=label_map, trusted=trusted)
-            frame = FrameInput(id=0, name="astronaut.png", width=int(image.shape[1]), height=int(image.shape[0]),
-                               outputs=outputs)
-            shapes = runner.run([frame], {"threshold": threshold})[0]
-            style = runner.style
-        finally:
-            pool.close()
-        if isinstance(shapes, Exception):
-            raise ScriptError(f"the script failed on a test image (astronaut.png): {shapes}")
+        outputs, shapes, style = _test_run(store, core, ov_model, prep, source, label_map, trusted=trusted,
+                                           threshold=threshold, settings=settings)
 
         xml_path, bin_path = save_ir(ov_model, tmpdir / "ir")
         model_id = new_id()
@@ -174,6 +154,80 @@ def register_model(
         record_id=model_id,
     )
     return record
+
+
+def _script_pool(store: Store, settings: Settings) -> ScriptPool:
+    """The script runtime the registration check uses: the workers' (the same allowlist, the admins'
+    additions to it included, and the same sandbox)."""
+    return ScriptPool.from_settings(settings, ScriptLimits(timeout=60), extra_allowed=store.allowlist.modules)
+
+
+def _test_run(store: Store, core: ov.Core, ov_model: ov.Model, prep: Preprocessing, source: str,
+              label_map: dict[str, str], *, trusted: bool, threshold: float, settings: Settings,
+              ) -> tuple[dict[str, np.ndarray], list[Any], str]:
+    """Run the model on the sample image and its script on the outputs, in the isolated runtime the
+    workers use at this trust level: the outputs, the shapes and the script's style.
+
+    A script refused or failing raises ScriptError with the runtime's details (``line`` among them,
+    when it points at one), so a form can show the error at its line."""
+    image = sample_image()
+    try:
+        with _OPENVINO_FIRST_USE:  # see _OPENVINO_FIRST_USE: dashboard threads register concurrently
+            engine = InferenceEngine(apply_preprocessing(ov_model, prep), "CPU", cache_dir=None, core=core)
+            outputs = engine.infer(image)
+    except PrelabelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"the model does not run: {exc}") from exc
+    # The same isolated runtime the workers use: it refuses a script whose imports are not
+    # allowed or cannot be found, and validates what the script returns.
+    pool = _script_pool(store, settings)
+    try:
+        runner = pool.get(source, labels=label_map, trusted=trusted)
+        frame = FrameInput(id=0, name="astronaut.png", width=int(image.shape[1]), height=int(image.shape[0]),
+                           outputs=outputs)
+        shapes = runner.run([frame], {"threshold": threshold})[0]
+        style = runner.style
+    finally:
+        pool.close()
+    if isinstance(shapes, Exception):
+        details = dict(shapes.details) if isinstance(shapes, PrelabelError) else {}
+        details.pop("frame", None)  # the test image's index: no use to the reader
+        raise ScriptError(f"the script failed on a test image (astronaut.png): {shapes}", **details)
+    return outputs, shapes, style
+
+
+def set_trusted(store: Store, objects: ObjectStore, user: User, ref: str, trusted: bool, *,
+                settings: Settings) -> dict[str, Any]:
+    """Admins: run model ``ref``'s script as full Python (``trusted``) or in the OS sandbox.
+
+    The script is checked again under the new policy before the record changes, as at registration:
+    its imports against that level's allowlist, then a real run on the sample image in that level's
+    runtime (a script that only worked trusted fails here when made untrusted: 400 at its line).
+    Workers read the flag with each chunk and keep one script process group per (script, trust
+    level), so the change applies from the next chunk on."""
+    if not user.admin:
+        raise Forbidden("only an admin can mark a model's script trusted or untrusted")
+    model = store.models.get(user, ref)
+    if bool(model.get("trusted")) == trusted:
+        return model
+    try:
+        source = objects.get_bytes(model["script_key"]).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScriptError(f"the stored script is not UTF-8 text: {exc}") from exc
+    core = ov.Core()
+    with tempfile.TemporaryDirectory(prefix="prelabel-trust-") as tmp:
+        paths = {}
+        for name in ("model.xml", "model.bin"):
+            paths[name] = Path(tmp) / name
+            objects.get_file(model["files"][name], str(paths[name]))
+        ov_model = read_model(core, paths["model.xml"], paths["model.bin"])
+        prep = Preprocessing.from_dict(model.get("preprocessing") or {}).resolved(ov_model)
+        threshold = model.get("threshold")
+        _test_run(store, core, ov_model, prep, source, model.get("labels") or {}, trusted=trusted,
+                  threshold=check_threshold(DEFAULT_THRESHOLD if threshold is None else threshold), settings=settings)
+    store.models.update(model["id"], trusted=trusted)
+    return {**model, "trusted": trusted}
 
 
 def delete_model(store: Store, objects: ObjectStore, user: User, ref: str) -> dict[str, Any]:

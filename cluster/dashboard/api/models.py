@@ -5,10 +5,11 @@ from typing import Literal, overload
 
 from flask import Blueprint, jsonify, request
 
+from cluster.dashboard.api.inputs import bool_field, json_object
 from cluster.dashboard.auth import api_user
 from cluster.dashboard.clients import clients
 from cluster.errors import InvalidInput
-from cluster.services.models import Upload, register_model
+from cluster.services.models import Upload, register_model, set_trusted
 from cluster.services.models import delete_model as remove_model
 
 bp = Blueprint("models", __name__)
@@ -51,6 +52,17 @@ def delete_model(ref: str):
     c = clients()
     model = remove_model(c.store, c.objects, api_user(), ref)
     return jsonify({"deleted": model["id"], "name": model["name"]})
+
+
+@bp.patch("/models/<ref>")
+def update_model(ref: str):
+    """Admins: ``{"trusted": true|false}``, the script checked again under the new policy first."""
+    c = clients()
+    body = json_object(frozenset({"trusted"}))
+    trusted = bool_field(body, "trusted")
+    if trusted is None:
+        raise InvalidInput("send {\"trusted\": true} or {\"trusted\": false}")
+    return jsonify(set_trusted(c.store, c.objects, api_user(), ref, trusted, settings=c.settings))
 
 
 @bp.post("/models")

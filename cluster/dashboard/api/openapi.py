@@ -229,6 +229,28 @@ SCHEMAS: dict[str, Any] = {
             "threshold": {"type": "number"},
         },
     },
+    # -- zoo and trust (uploads)
+    "ModelChange": {
+        "type": "object",
+        "required": ["trusted"],
+        "additionalProperties": False,
+        "description": "Admins: the script is checked again under the new policy (imports, a test run) first.",
+        "properties": {"trusted": {"type": "boolean", "description": "true: full Python; false: the OS sandbox"}},
+    },
+    "ZooEntry": {
+        "type": "object",
+        "required": ["name", "description"],
+        "properties": {"name": {"type": "string", "description": "what POST /api/zoo takes"},
+                       "description": {"type": "string"}},
+    },
+    "NewZooModel": {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {"name": {"type": "string", "description": "a zoo entry (dashes or underscores alike)"},
+                       "as": {"type": ["string", "null"], "description": "the model's name (default: the entry's)"}},
+    },
+    # -- end zoo and trust
     "NewJob": {
         "type": "object",
         "required": ["dataset", "model"],
@@ -412,6 +434,20 @@ def _paths() -> dict[str, Any]:
                           "finished jobs keep its label map",
                           {"200": _json(_ref("Deleted"), "deleted"), "403": forbidden, "404": missing,
                            "409": conflict}, params=[_MODEL_REF], tag="models"),
+            "patch": _op("Admins: mark a model's script trusted (full Python) or not (the OS sandbox), after "
+                         "checking it again under that policy (a refusal is a 400 with the script's line)",
+                         {"200": _json(_ref("Model"), "the model"), "400": bad, "403": forbidden, "404": missing},
+                         params=[_MODEL_REF], tag="models",
+                         body={"required": True, "content": {"application/json": {"schema": _ref("ModelChange")}}}),
+        },
+        "/api/zoo": {
+            "get": _op("The zoo's ready-made models", {"200": _json(_array("ZooEntry"), "the zoo")}, tag="zoo"),
+            "post": _op("Build a zoo model on the dashboard's host and register it as the caller's (checked by a "
+                        "real run like any model); 400 when the build fails, 503 when its package cannot be "
+                        "downloaded",
+                        {"201": _json(_ref("Model"), "registered"), "400": bad, "404": missing, "409": conflict},
+                        body={"required": True, "content": {"application/json": {"schema": _ref("NewZooModel")}}},
+                        tag="zoo"),
         },
         "/api/jobs": {
             "get": _op("A page of the jobs the caller can see, newest first, with progress",
