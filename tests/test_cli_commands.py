@@ -192,7 +192,7 @@ def test_users_list_is_for_admins(env, api, cluster):
     assert proc.returncode == 2 and proc.stderr.strip() == "prelabel: error: only an admin can list users"
     admin = env | {"PRELABEL_TOKEN": run(env, "users", "add", f"boss{os.getpid()}", "--admin").stdout.strip()}
     lines = run(admin, "users", "list").stdout.splitlines()
-    assert lines[0].split() == ["NAME", "ADMIN", "DISABLED", "CREATED"]
+    assert lines[0].split() == ["NAME", "ADMIN", "DISABLED", "JOBS", "CREATED"]
     rows = {line.split()[0]: line.split()[1] for line in lines[1:]}
     assert rows[f"boss{os.getpid()}"] == "yes" and rows[api.get("/api/me")["name"]] == "no"
     listed = json.loads(run(admin, "users", "list", "--json").stdout)

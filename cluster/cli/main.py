@@ -103,7 +103,7 @@ def cmd_users_list(args: argparse.Namespace) -> int:
         print_json(users)
     else:
         print_table(users, [("name", lambda u: u["name"]), ("admin", lambda u: u.get("admin")),
-                            ("disabled", lambda u: bool(u.get("disabled"))),
+                            ("disabled", lambda u: bool(u.get("disabled"))), ("jobs", lambda u: u.get("jobs")),
                             ("created", lambda u: when(u.get("created_at")))],
                     "no users yet (prelabel users add NAME)")
     return 0
@@ -452,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_admin_bootstrap)
 
     users = sub.add_parser("users", help="accounts: add and token talk to Redis (run them where REDIS_URL "
-                           "reaches); list asks the API (admins)").add_subparsers(dest="users_command", required=True)
+                           "reaches); list, disable, enable and admin ask the API (admins)"
+                           ).add_subparsers(dest="users_command", required=True)
     s = users.add_parser("list", help="every account: name, admin, created (admins only, through the API)")
     add_json_flag(s)
     s.set_defaults(func=cmd_users_list)
@@ -570,6 +571,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_script_parser(sub)
     add_jobs_parser(sub)
+    from cluster.cli.users import add_allowlist_parser, add_user_admin_parsers
+
+    add_user_admin_parsers(users)
+    add_allowlist_parser(sub)
     return p
 
 
