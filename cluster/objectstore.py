@@ -40,6 +40,16 @@ class Keys:
     def chunk_prefix(job_id: str) -> str:
         return f"jobs/{job_id}/chunks/"
 
+    @staticmethod
+    def revision(job_id: str, frame: int, revision: int, token: str) -> str:
+        """One corrected revision of a frame's shapes. ``token`` is drawn per write: two edits racing
+        for the same revision number each write their own object, and only the winner's is indexed."""
+        return f"jobs/{job_id}/revisions/{frame:08d}/{revision:06d}-{token}.msgpack"
+
+    @staticmethod
+    def revision_prefix(job_id: str) -> str:
+        return f"jobs/{job_id}/revisions/"
+
 
 class ObjectStore:
     def __init__(self, settings: Settings) -> None:
@@ -123,6 +133,11 @@ class ObjectStore:
         with self._errors("list", prefix):
             for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
                 yield obj.object_name
+
+    def delete(self, key: str) -> None:
+        """Remove one object (S3 answers a missing key like a removed one)."""
+        with self._errors("delete", key):
+            self.client.remove_object(self.bucket, key)
 
     def delete_prefix(self, prefix: str) -> None:
         for key in list(self.list_keys(prefix)):

@@ -1,7 +1,10 @@
 """Reading a job's results back from S3 in frame order and streaming them out as a file.
 
 Results are read one chunk at a time and the file is written to a temporary file on disk and
-then sent in blocks, so memory stays flat however many frames the job has.
+then sent in blocks, so memory stays flat however many frames the job has. A frame corrected by a
+person is exported at its head revision (``cluster.services.corrections``): the job's corrections
+index (frame -> the S3 key of its head's shapes, human-scale) is read once per export, and each
+corrected frame's shapes are read when the frame comes, in place of the model's.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,14 +42,25 @@ def iter_chunk_results(objects: ObjectStore, job: dict[str, Any]) -> Iterator[Ch
             continue  # not processed yet: an export of a running job holds what is done
 
 
-def iter_frames(objects: ObjectStore, job: dict[str, Any]) -> Iterator[AnnotatedFrame]:
+def iter_frames(objects: ObjectStore, job: dict[str, Any],
+                corrected: Mapping[int, str] | None = None) -> Iterator[AnnotatedFrame]:
+    """The job's annotated frames in order; a frame in ``corrected`` (frame -> the S3 key of its head
+    revision) with that revision's shapes."""
+    corrected = corrected or {}
     for result in iter_chunk_results(objects, job):
-        yield from result.frames
+        for frame in result.frames:
+            key = corrected.get(frame["frame"])
+            if key is None:
+                yield frame
+                continue
+            revision: Any = objects.get_msgpack(key)
+            yield {**frame, "shapes": list(revision.get("shapes") or [])}
 
 
-def write_export(objects: ObjectStore, job: dict[str, Any], model: dict[str, Any], fmt: str, path: str) -> None:
+def write_export(objects: ObjectStore, job: dict[str, Any], model: dict[str, Any], fmt: str, path: str,
+                 corrected: Mapping[int, str] | None = None) -> None:
     labels = model["labels"]
-    frames = iter_frames(objects, job)
+    frames = iter_frames(objects, job, corrected)
     if fmt == "cvat":
         with open(path, "wb") as out:
             write_cvat(frames, labels, out, job_meta={"id": job["id"], "name": f"prelabel job {job['id']}",
@@ -61,12 +75,13 @@ def write_export(objects: ObjectStore, job: dict[str, Any], model: dict[str, Any
         raise ValueError(fmt)
 
 
-def export_stream(objects: ObjectStore, job: dict[str, Any], model: dict[str, Any], fmt: str) -> Iterator[bytes]:
+def export_stream(objects: ObjectStore, job: dict[str, Any], model: dict[str, Any], fmt: str,
+                  corrected: Mapping[int, str] | None = None) -> Iterator[bytes]:
     """Write the whole export first (errors surface before any byte is sent), then stream it."""
     fd, path = tempfile.mkstemp(prefix=f"prelabel-export-{job['id']}-")
     os.close(fd)
     try:
-        write_export(objects, job, model, fmt, path)
+        write_export(objects, job, model, fmt, path, corrected)
     except BaseException:
         os.unlink(path)
         raise
@@ -103,4 +118,5 @@ def export_job(store: Store, objects: ObjectStore, user: User, job_id: str, fmt:
                        "done): wait for it to finish, or ask for a partial export with ?partial=1")
     mimetype, suffix = EXPORTS[fmt]
     model = {"labels": job_labels(store, job)}  # the model may be deleted since: its labels stay with the job
-    return Export(f"job-{job['id']}-{fmt}{suffix}", mimetype, export_stream(objects, job, model, fmt))
+    corrected = store.corrections.head_keys(job["id"])
+    return Export(f"job-{job['id']}-{fmt}{suffix}", mimetype, export_stream(objects, job, model, fmt, corrected))

@@ -159,13 +159,16 @@ DELETE_SETTLE_S = 60.0
 def delete_job(store: Store, objects: ObjectStore, user: User, job_id: str, *,
                settle_s: float = DELETE_SETTLE_S) -> dict[str, Any]:
     """Delete a finished job (its owner or an admin): its Redis records in one atomic step, which
-    refuses an unfinished job (409: cancel it first), then its chunk results in S3. A removal of
-    results that failed (S3 down) is retried by the next delete; a second delete of the job is a 404."""
+    refuses an unfinished job (409: cancel it first), and its corrections' index, then its chunk
+    results and corrected revisions in S3. A removal of results that failed (S3 down) is retried by
+    the next delete; a second delete of the job is a 404."""
     job = store.jobs.get(user, job_id)
     store.jobs.require_owner(user, job)
     store.jobs.delete(job, settle_s=settle_s)
+    store.corrections.delete(job["id"])  # no correction is indexed once the job's record is gone
     for pending in dict.fromkeys([job["id"], *store.jobs.purge_pending()]):
         objects.delete_prefix(Keys.chunk_prefix(pending))
+        objects.delete_prefix(Keys.revision_prefix(pending))
         store.jobs.purged(pending)
     return job
 

@@ -12,6 +12,7 @@ import redis
 from cluster.config import Settings
 from cluster.store.allowlist import AllowlistStore
 from cluster.store.base import connect, redis_errors
+from cluster.store.corrections import CorrectionStore
 from cluster.store.datasets import DatasetStore
 from cluster.store.jobs import JobStore
 from cluster.store.models import ModelStore
@@ -32,6 +33,7 @@ class Store:
         self.jobs = JobStore(client)
         self.workers = WorkerRegistry(client)
         self.allowlist = AllowlistStore(client)
+        self.corrections = CorrectionStore(client)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:

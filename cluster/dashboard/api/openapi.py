@@ -297,14 +297,69 @@ SCHEMAS: dict[str, Any] = {
     },
     "Annotations": {
         "type": "object",
-        "required": ["frame", "name", "shapes", "failed"],
+        "required": ["frame", "name", "shapes", "failed", "revision", "revisions"],
         "properties": {
             "frame": {"type": "integer"}, "name": {"type": "string"},
             "width": {"type": ["integer", "null"]}, "height": {"type": ["integer", "null"]},
             "shapes": {"type": "array", "items": {"type": "object"}},
             "failed": {"type": ["string", "null"], "description": "why the frame failed; null when it did not"},
+            "revision": {"type": "integer", "minimum": 0,
+                         "description": "the revision shown: the head unless ?revision=N (0: the model's output)"},
+            "revisions": {"type": "integer", "minimum": 0, "description": "the highest revision kept"},
         },
     },
+    # -- corrections (h4): see docs/api.md "Corrections"
+    "Shape": {
+        "type": "object",
+        "description": "A stored shape (cluster/annotations/shapes.py), checked by the rules of a script's "
+                       "output; points in frame pixels. A shape added or edited by a person has source human.",
+        "required": ["type", "label"],
+        "properties": {
+            "type": {"type": "string", "enum": ["rectangle", "polygon", "polyline", "points", "mask", "tag"]},
+            "label": {"type": "string", "description": "a label id of the job's label map"},
+            "points": {"type": "array", "items": {"type": "number"}, "description": "flat [x0, y0, x1, y1, ...]"},
+            "score": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+            "attributes": {"type": "object"},
+            "rle": {"type": "object", "description": "masks: {size: [h, w], counts: [...]}"},
+            "source": {"type": "string", "enum": ["human", "model"]},
+        },
+    },
+    "ShapesChange": {
+        "type": "object", "required": ["base_revision", "shapes"], "additionalProperties": False,
+        "properties": {"base_revision": {"type": "integer", "minimum": 0, "description": "the revision changed"},
+                       "shapes": {"type": "array", "items": {"$ref": "#/components/schemas/Shape"}}},
+    },
+    "ShapeAdd": {
+        "type": "object", "required": ["base_revision", "shape"], "additionalProperties": False,
+        "properties": {"base_revision": {"type": "integer", "minimum": 0},
+                       "shape": {"$ref": "#/components/schemas/Shape"}},
+    },
+    "ShapeEdit": {
+        "type": "object", "required": ["base_revision"], "additionalProperties": False,
+        "description": "label and/or points (a mask's points cannot be set)",
+        "properties": {"base_revision": {"type": "integer", "minimum": 0}, "label": {"type": "string"},
+                       "points": {"type": "array", "items": {"type": "number"}}},
+    },
+    "BaseRevision": {
+        "type": "object", "required": ["base_revision"], "additionalProperties": False,
+        "properties": {"base_revision": {"type": "integer", "minimum": 0}},
+    },
+    "Revision": {
+        "type": "object", "required": ["revision", "author", "time", "change", "shapes"],
+        "properties": {
+            "revision": {"type": "integer", "minimum": 0}, "author": {"type": ["string", "null"]},
+            "time": {"type": ["number", "null"]},
+            "change": {"type": "string", "enum": ["model", "replace", "add", "edit", "delete"]},
+            "shapes": {"type": "array", "items": {"type": "object"}},
+            "undone": {"type": "boolean", "description": "above the head (undone); dropped by the next change"},
+        },
+    },
+    "Corrections": {
+        "type": "object", "required": ["frames"],
+        "properties": {"frames": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1},
+                                  "description": "frame number -> head revision, for frames whose head is above 0"}},
+    },
+    # -- end corrections
 }
 
 RESPONSES: dict[str, Any] = {
@@ -510,11 +565,54 @@ def _paths() -> dict[str, Any]:
             {"200": _json(_ref("ResentJob"), "the job, with the chunks sent again"), "403": forbidden,
              "404": missing, "409": conflict}, params=[_JOB], tag="jobs")},
         # -- end recovery
-        "/api/jobs/{job_id}/frames/{frame}/annotations": {"get": _op(
-            "One frame's annotations in a job", {"200": _json(_ref("Annotations"), "the frame's shapes"),
-                                                 "404": missing},
-            params=[_JOB, _path_param("frame", "the frame number", {"type": "integer", "minimum": 0})],
-            tag="jobs")},
+        # -- corrections (h4)
+        **_corrections_paths(),
+        # -- end corrections
+    }
+
+
+def _corrections_paths() -> dict[str, Any]:
+    """The review and correction routes (docs/api.md "Corrections"); every change answers the frame
+    as it now is, a stale base_revision is a 409."""
+    bad, missing, conflict = _err("BadRequest"), _err("NotFound"), _err("Conflict")
+    frame = _path_param("frame", "the frame number", {"type": "integer", "minimum": 0})
+    index = _path_param("index", "the shape's position in the head's shapes", {"type": "integer", "minimum": 0})
+    answer = {"200": _json(_ref("Annotations"), "the frame's shapes at its (new) head")}
+    changed = {**answer, "400": bad, "404": missing, "409": conflict}
+
+    def body(schema: str) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
+
+    base = "/api/jobs/{job_id}/frames/{frame}/annotations"
+    return {
+        base: {
+            "get": _op("One frame's annotations in a job, at its head revision (or ?revision=N; 0 is the "
+                       "model's output)", {**answer, "400": bad, "404": missing},
+                       params=[_JOB, frame, _query("revision", "a kept revision to show instead of the head",
+                                                   {"type": "integer", "minimum": 0})], tag="annotations"),
+            "put": _op("Replace the frame's shapes (a new revision over base_revision)", changed,
+                       params=[_JOB, frame], body=body("ShapesChange"), tag="annotations"),
+        },
+        base + "/shapes": {"post": _op("Add one shape (a new revision)", changed, params=[_JOB, frame],
+                                       body=body("ShapeAdd"), tag="annotations")},
+        base + "/shapes/{index}": {
+            "patch": _op("Change one shape's label and/or points (a new revision)", changed,
+                         params=[_JOB, frame, index], body=body("ShapeEdit"), tag="annotations"),
+            "delete": _op("Delete one shape (a new revision)", changed,
+                          params=[_JOB, frame, index, {**_query("base_revision", "the revision changed",
+                                                                {"type": "integer", "minimum": 0}),
+                                                       "required": True}], tag="annotations"),
+        },
+        base + "/undo": {"post": _op("Move the frame's head back one revision (409 at revision 0)", changed,
+                                     params=[_JOB, frame], body=body("BaseRevision"), tag="annotations")},
+        base + "/revisions": {"get": _op(
+            "Every kept revision of the frame, oldest first (0: the model's output)",
+            {"200": _json({"type": "array", "items": _ref("Revision")}, "the revisions"), "404": missing},
+            params=[_JOB, frame], tag="annotations")},
+        "/api/jobs/{job_id}/corrections": {"get": _op(
+            "The job's corrected frames (head above 0) and their head revision",
+            {"200": _json(_ref("Corrections"), "corrected frames"), "404": missing}, params=[_JOB],
+            tag="annotations")},
     }
 
 
