@@ -77,6 +77,17 @@ const Prelabel = (() => {
 
   function pct(job) { return (job.progress * 100).toFixed(1) + "%"; }
 
+  /** What a screen reader says of a progress bar: the frames, not only a percentage (see _macros.html). */
+  function progressText(job) {
+    const failed = job.frames_failed ? `, ${job.frames_failed} failed` : "";
+    return `${pct(job)}: ${job.frames_done} of ${job.frames_total || 0} frames done${failed}`;
+  }
+
+  /** Set a live region's text only when it changes: the same words again would be read out again. */
+  function say(region, text) {
+    if (region.textContent !== text) region.textContent = text;
+  }
+
   /** Fill a progress widget (see _macros.html) from a job status. */
   function setProgress(widget, job) {
     const total = job.frames_total || 0;
@@ -84,7 +95,9 @@ const Prelabel = (() => {
     const bad = total ? job.frames_failed / total * 100 : 0;
     widget.querySelector(".done").style.width = done.toFixed(2) + "%";
     widget.querySelector(".bad").style.width = bad.toFixed(2) + "%";
-    widget.querySelector(".bar").setAttribute("aria-valuenow", (job.progress * 100).toFixed(1));
+    const bar = widget.querySelector(".bar");
+    bar.setAttribute("aria-valuenow", (job.progress * 100).toFixed(1));
+    bar.setAttribute("aria-valuetext", progressText(job));
     widget.querySelector(".pct").textContent = pct(job);
     widget.classList.toggle("is-completed", job.state === "completed");
   }
@@ -130,6 +143,6 @@ const Prelabel = (() => {
   }
 
   document.addEventListener("DOMContentLoaded", () => localizeTimes());
-  return {FINISHED, ApiError, api, csrfToken, el, duration, ago, localizeTimes, pct, setProgress, setBadge, stateText,
-          isLive, poll};
+  return {FINISHED, ApiError, api, csrfToken, el, duration, ago, localizeTimes, pct, progressText, say, setProgress,
+          setBadge, stateText, isLive, poll};
 })();

@@ -2,7 +2,7 @@
    polling stops once every job on the page has finished (a finished page costs no requests). */
 "use strict";
 (() => {
-  const {api, setProgress, setBadge, duration, poll, isLive} = Prelabel;
+  const {api, setProgress, setBadge, duration, poll, isLive, say: sayIn} = Prelabel;
   const tbody = document.querySelector("#jobs tbody");
   const status = document.getElementById("live-status");
 
@@ -24,7 +24,7 @@
     const n = liveRows().length;
     status.classList.remove("error");
     status.dataset.polling = n ? "1" : "0";
-    status.textContent = n ? `· following ${n} live job${n === 1 ? "" : "s"}` : "· every job on this page has finished";
+    sayIn(status, n ? `· following ${n} live job${n === 1 ? "" : "s"}` : "· every job on this page has finished");
   }
 
   async function refresh() {
@@ -39,7 +39,7 @@
       } else unreachable = true;
     });
     if (unreachable) {
-      status.textContent = "· cannot reach the server, retrying…";
+      sayIn(status, "· cannot reach the server, retrying…");
       status.classList.add("error");
       return true;
     }
