@@ -3,7 +3,7 @@ local cluster (Valkey, SeaweedFS, a CPU worker, the dashboard under gunicorn).
 
 What a person does: logs in with their token, watches a job's progress live, starts a job from the
 form, reads why a frame failed, and reviews a frame's shapes drawn over its image. Screenshots of
-each page are written to /tmp/prelabel-shots/ to be looked at.
+each page are kept under test-artifacts/dashboard/ to be looked at.
 """
 
 from __future__ import annotations
@@ -11,22 +11,17 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from pathlib import Path
 
+import browsing
 import numpy as np
 import pytest
 import requests
+from browsing import ARTIFACTS, WIDTHS, log_in, needs_chromium, screenshot
 from cluster_fixtures import new_user, register, tiny_model, wait_job
 from PIL import Image, ImageDraw
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path("/tmp/prelabel-shots")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)"
-)
+pytestmark = needs_chromium
+browser, page = browsing.browser, browsing.page  # the shared fixtures (tests/browsing.py), under their own names
 
 LABELS = {"1": "car", "2": "person", "3": "road"}
 
@@ -103,44 +98,11 @@ def world(cluster, tmp_path_factory):
             "job": status}
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser, cluster):
-    """A fresh browser session (no cookies) on the dashboard; fails the test on any script error."""
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=20_000)
-    context = browser.new_context(base_url=cluster.api_url, viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield page
-        assert errors == [], f"JavaScript errors on the page: {errors}"
-    finally:
-        context.close()
-
-
-def _log_in(page, token: str, path: str = "/") -> None:
-    page.goto(path)
-    page.fill("#token", token)
-    page.click("button[type=submit]")
+_log_in = log_in
 
 
 def _shot(page, name: str) -> None:
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    screenshot(page, name)
 
 
 def test_a_wrong_token_shows_an_error_and_the_right_one_opens_the_jobs_page(page, world):
@@ -423,11 +385,6 @@ def test_the_viewer_asks_nothing_for_frames_not_processed_yet(page, world):
         _shot(page, "job-waiting")
     finally:
         client.post(f"/api/jobs/{waiting['id']}/cancel")
-
-
-# Screenshots of every page at a desktop and a phone width, kept as test artifacts (ignored by git).
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "dashboard"
-WIDTHS = {"desktop": (1440, 900), "phone": (390, 844)}
 
 
 @pytest.mark.parametrize("device", WIDTHS)
