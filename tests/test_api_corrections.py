@@ -106,7 +106,7 @@ def frame(world):
 def test_a_frame_never_corrected_shows_the_models_shapes_at_revision_0(world, frame):
     answer = world["client"].get(frame)
     assert [s["type"] for s in answer["shapes"]] == KINDS
-    assert (answer["revision"], answer["revisions"], answer["failed"]) == (0, 0, None)
+    assert (answer["revision"], answer["revisions"], answer["head"], answer["failed"]) == (0, 0, 0, None)
     assert (answer["width"], answer["height"]) == (W, H)
     assert world["client"].get(frame + "?revision=0") == answer
 
@@ -143,6 +143,7 @@ def test_each_change_is_a_new_revision_and_the_models_output_stays_at_revision_0
     assert client.get(frame + "?revision=0")["shapes"] == original["shapes"]
     assert client.get(frame + "?revision=1")["shapes"][BOX]["points"] == [1.0, 2.0, 30.0, 40.0]
     assert client.get(frame + "?revision=0")["revisions"] == 5
+    assert client.get(frame + "?revision=0")["head"] == 5 and added["head"] == 5
 
     history = client.get(frame + "/revisions")
     assert [(r["revision"], r["change"]) for r in history] == [(0, "model"), (1, "edit"), (2, "edit"), (3, "edit"),
@@ -170,7 +171,8 @@ def test_undo_moves_the_head_back_and_a_new_change_drops_the_undone_revision(wor
     call(client, "DELETE", f"{frame}/shapes/{TAG}?base_revision=0")
     call(client, "DELETE", f"{frame}/shapes/{BOX}?base_revision=1")
     back = call(client, "POST", f"{frame}/undo", json={"base_revision": 2})
-    assert (back["revision"], back["revisions"]) == (1, 2)
+    assert (back["revision"], back["revisions"], back["head"]) == (1, 2, 1)
+    assert client.get(frame + "?revision=2")["head"] == 1
     assert len(back["shapes"]) == 5 and back["shapes"][BOX] == original["shapes"][BOX]
     assert [r["undone"] for r in client.get(frame + "/revisions")] == [False, False, True]
 

@@ -86,7 +86,8 @@ def _shapes_of(objects: ObjectStore, revision: Revision) -> list[dict[str, Any]]
 
 def _body(state: FrameState, shapes: list[dict[str, Any]], revision: int, history: FrameHistory) -> dict[str, Any]:
     return {"frame": state.frame, "name": state.name, "width": state.width, "height": state.height,
-            "shapes": shapes, "failed": state.failed, "revision": revision, "revisions": history.top}
+            "shapes": shapes, "failed": state.failed, "revision": revision, "revisions": history.top,
+            "head": history.head}
 
 
 def frame_annotations(store: Store, objects: ObjectStore, user: User, job_id: str, frame: int,

@@ -306,6 +306,8 @@ SCHEMAS: dict[str, Any] = {
             "revision": {"type": "integer", "minimum": 0,
                          "description": "the revision shown: the head unless ?revision=N (0: the model's output)"},
             "revisions": {"type": "integer", "minimum": 0, "description": "the highest revision kept"},
+            "head": {"type": "integer", "minimum": 0,
+                     "description": "the revision in force (what a change's base_revision must be)"},
         },
     },
     # -- corrections (h4): see docs/api.md "Corrections"
