@@ -167,9 +167,9 @@ def _change(store: Store, objects: ObjectStore, user: User, job_id: str, frame: 
     revision = Revision(number, user.name, time.time(), change, key)
     try:
         dropped = store.corrections.commit(job["id"], frame, base, revision)
-    except PrelabelError:
-        _forget(objects, [key])
-        raise
+    except (Conflict, NotFound):
+        _forget(objects, [key])  # refused: nothing points at it. (Redis unreachable: it may have been
+        raise                    # indexed before the answer was lost, so it stays.)
     _forget(objects, [r.key for r in dropped])
     return _body(state, shapes, number, history.committed(revision))
 
