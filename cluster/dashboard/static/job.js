@@ -110,109 +110,87 @@
   document.querySelectorAll("#failed tbody tr[data-frame]").forEach(r => failedSeen.add(Number(r.dataset.frame)));
 
   // ---- review panel --------------------------------------------------------------------------
-  const PALETTE = ["#ff3b30", "#34c759", "#0a84ff", "#ff9f0a", "#bf5af2", "#64d2ff", "#ffd60a", "#ff375f",
-                   "#30d158", "#5e5ce6"];
+  const {color, geometry} = PrelabelViewer;
   const labelName = id => labels[id] ?? `label ${id}`;
-  function color(label) {
-    const n = Number.parseInt(label, 10);
-    if (Number.isFinite(n)) return PALETTE[Math.abs(n) % PALETTE.length];
-    let h = 0;
-    for (const ch of String(label)) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
-    return PALETTE[h % PALETTE.length];
-  }
-  const pairs = pts => { const out = []; for (let i = 0; i + 1 < pts.length; i += 2) out.push(`${pts[i]},${pts[i + 1]}`); return out.join(" "); };
-
-  /** A COCO uncompressed RLE (column-major, starting with a run of 0s) as a transparent PNG URL. */
-  function maskUrl(rle, hex) {
-    const [h, w] = rle.size;
-    const canvas = document.createElement("canvas");
-    canvas.width = w; canvas.height = h;
-    const ctx = canvas.getContext("2d");
-    const img = ctx.createImageData(w, h), d = img.data;
-    const r = parseInt(hex.slice(1, 3), 16), g = parseInt(hex.slice(3, 5), 16), b = parseInt(hex.slice(5, 7), 16);
-    let pos = 0, on = false;
-    for (const run of rle.counts) {
-      if (on) {
-        for (let i = pos, end = Math.min(pos + run, w * h); i < end; i++) {
-          const x = (i / h) | 0, y = i - x * h, o = (y * w + x) * 4;
-          d[o] = r; d[o + 1] = g; d[o + 2] = b; d[o + 3] = 105;
-        }
-      }
-      pos += run; on = !on;
-    }
-    ctx.putImageData(img, 0, 0);
-    return canvas.toDataURL();
-  }
-
-  /** A shape's geometry in words, for the table under the viewer. */
-  function geometry(s) {
-    const p = s.points || [], r = v => Math.round(v);
-    switch (s.type) {
-      case "rectangle": return `${r(p[2] - p[0])}×${r(p[3] - p[1])} at (${r(p[0])}, ${r(p[1])})`;
-      case "mask": return p.length === 4 ? `within ${r(p[2] - p[0])}×${r(p[3] - p[1])} at (${r(p[0])}, ${r(p[1])})` : "";
-      case "tag": return "whole frame";
-      default: return `${Math.floor(p.length / 2)} points`;
-    }
-  }
-
-  function shapeNode(s, i, radius) {
-    const c = color(s.label), p = s.points || [];
-    const common = {class: `shape shape-${s.type}`, "data-index": i, "data-label": s.label, stroke: c, fill: c};
-    const title = el("title", {text: `${labelName(s.label)} · ${s.type}` + (s.score == null ? "" : ` · ${s.score.toFixed(2)}`)});
-    switch (s.type) {
-      case "rectangle":
-        return el("rect", {...common, x: Math.min(p[0], p[2]), y: Math.min(p[1], p[3]),
-                           width: Math.abs(p[2] - p[0]), height: Math.abs(p[3] - p[1])}, title);
-      case "polygon": return el("polygon", {...common, points: pairs(p)}, title);
-      case "polyline": return el("polyline", {...common, points: pairs(p)}, title);
-      case "points": {
-        const g = el("g", {...common, "fill-opacity": 0.9}, title);
-        for (let k = 0; k + 1 < p.length; k += 2) g.append(el("circle", {class: "point", cx: p[k], cy: p[k + 1], r: radius}));
-        return g;
-      }
-      case "mask":
-        if (s.rle && s.rle.size) {
-          const [h, w] = s.rle.size;
-          return el("image", {class: "mask", "data-index": i, "data-label": s.label, x: 0, y: 0, width: w, height: h,
-                              preserveAspectRatio: "none", href: maskUrl(s.rle, c)}, title);
-        }
-        return null;
-      default: return null;  // tags have no geometry: they are listed as chips
-    }
-  }
 
   const review = (() => {
-    const list = $("frame-list"), viewer = $("viewer"), status = $("frame-status");
+    const list = $("frame-list"), status = $("frame-status");
     const PER = Math.max(1, Math.min(50, Math.floor(999 / STEP) + 1));  // one API call a page, <= 1000 frames read
     const PAGES = Math.max(1, Math.ceil(TOTAL / PER));
     let page = -1, records = new Map(), current = null, pending = false, ticket = 0, loads = 0;
     let wanted = null;  // the frame last asked for: arrow keys step from it while its page still loads
+    let shown = null;   // what the viewer shows: {rec, ann, problem}
+    let grid = false, failedOnly = false, original = false;
+    const corrected = new Map();  // frame -> head revision, for the frames corrected by someone
 
     const inJob = n => Number.isInteger(n) && n >= START && n < STOP && (n - START) % STEP === 0;
-    const pageOf = n => Math.floor((n - START) / STEP / PER);
+    const failedList = () => (failedAll || []).filter(f => inJob(f.frame));
+
+    // Where the list's frames come from: every frame of the job, or only its failed frames.
+    const everyFrame = {
+      pages: () => PAGES,
+      pageOf: n => Math.floor((n - START) / STEP / PER),
+      async frames(p) {
+        const first = START + p * PER * STEP;
+        const limit = Math.min((PER - 1) * STEP + 1, STOP - first);
+        return (await api(`/api/datasets/${DATASET}/frames?start=${first}&limit=${limit}`)).filter(f => inJob(f.frame));
+      },
+      next(from, delta) { const n = from + delta * STEP; return inJob(n) ? n : null; },
+    };
+    const failedFrames = {
+      pages: () => Math.max(1, Math.ceil(failedList().length / PER)),
+      pageOf: n => { const i = failedList().findIndex(f => f.frame === n); return i < 0 ? -1 : Math.floor(i / PER); },
+      async frames(p) { return failedList().slice(p * PER, (p + 1) * PER); },
+      next(from, delta) {
+        const all = failedList().map(f => f.frame);
+        const n = delta > 0 ? all.find(f => f > from) : all.filter(f => f < from).pop();
+        return n === undefined ? null : n;
+      },
+    };
+    const source = () => failedOnly ? failedFrames : everyFrame;
+
+    const viewer = PrelabelViewer.create($("viewer"), {labelName, hooks: {
+      pointerDown: e => editor.pointerDown(e), click: (target, e) => editor.click(target, e)}});
+    const editor = PrelabelEditor.create({viewer, labels, labelName, job: JOB,
+      frame: () => shown, answer: ann => show(ann), reload: () => select(current, {keepHash: true})});
+    viewer.on((what, value) => {
+      if (what === "zoom") $("zoom-level").textContent = `${Math.round(value * 100)}%`;
+      if (what === "image-error") status.prepend(el("span", {class: "error", text: "The image cannot be loaded. "}));
+    });
+
+    function item(f) {
+      const flags = [];
+      if (failedSeen.has(f.frame)) flags.push(el("span", {class: "flag bad", text: "failed"}));
+      if (corrected.get(f.frame)) flags.push(el("span", {class: "flag fixed", text: "corrected"}));
+      const thumb = grid ? el("img", {class: "thumb", alt: "", loading: "lazy", decoding: "async", width: 112, height: 84,
+                                      src: `/api/datasets/${DATASET}/frames/${f.frame}/image`}) : null;
+      return el("li", {"data-frame": f.frame, class: failedSeen.has(f.frame) ? "failed" : null},
+        el("button", {type: "button", title: f.name, "aria-current": f.frame === current ? "true" : "false",
+                      onclick: () => select(f.frame)},
+          thumb, el("span", {class: "n", text: `#${f.frame}`}), el("span", {class: "name", text: f.name}), ...flags));
+    }
 
     async function loadPage(p) {
-      p = Math.min(Math.max(0, p), PAGES - 1);
+      const src = source();
+      p = Math.min(Math.max(0, p), src.pages() - 1);
       const seq = ++loads;
-      const first = START + p * PER * STEP;
-      const limit = Math.min((PER - 1) * STEP + 1, STOP - first);
-      const frames = (await api(`/api/datasets/${DATASET}/frames?start=${first}&limit=${limit}`))
-        .filter(f => inJob(f.frame));
+      const frames = await src.frames(p);
       if (seq !== loads) return;  // a later page was asked for meanwhile: it wins
       page = p;
       records = new Map(frames.map(f => [f.frame, f]));
-      list.replaceChildren(...frames.map(f => el("li", {"data-frame": f.frame, class: failedSeen.has(f.frame) ? "failed" : null},
-        el("button", {type: "button", title: f.name, "aria-current": f.frame === current ? "true" : "false",
-                      onclick: () => select(f.frame)},
-          el("span", {class: "n", text: `#${f.frame}`}), el("span", {class: "name", text: f.name})))));
+      list.classList.toggle("grid", grid);
+      list.replaceChildren(...frames.map(item));
+      if (!frames.length) list.append(el("li", {class: "none", text: failedOnly ? "No frame has failed." : "No frames."}));
       const pager = $("frame-pager");
-      pager.querySelector(".where").textContent = `page ${p + 1} of ${PAGES}`;
+      pager.querySelector(".where").textContent = `page ${p + 1} of ${src.pages()}`;
       pager.querySelector('[data-go="-1"]').disabled = p === 0;
-      pager.querySelector('[data-go="1"]').disabled = p >= PAGES - 1;
+      pager.querySelector('[data-go="1"]').disabled = p >= src.pages() - 1;
     }
+    const relist = () => { const p = current === null ? 0 : source().pageOf(current); return loadPage(p < 0 ? 0 : p); };
 
     function markFailed(n) {
-      list.querySelector(`li[data-frame="${n}"]`)?.classList.add("failed");
+      const li = list.querySelector(`li[data-frame="${n}"]`);
+      if (li && !li.classList.contains("failed")) li.replaceWith(item(records.get(n) || {frame: n, name: ""}));
     }
 
     async function select(n, {keepHash = false} = {}) {
@@ -221,9 +199,11 @@
           text: `Frame ${n} is not in this job (frames ${START}–${STOP - 1}, every ${STEP}).`}));
         return;
       }
+      editor.flush();  // a move from the keyboard not sent yet is sent for the frame it was made on
       const mine = ++ticket;
       wanted = n;
-      if (pageOf(n) !== page) await loadPage(pageOf(n));
+      const p = source().pageOf(n);
+      if (p >= 0 && p !== page) await loadPage(p);
       if (mine !== ticket) return;
       current = n;
       for (const b of list.querySelectorAll("li button")) {
@@ -232,15 +212,15 @@
         if (on) b.scrollIntoView({block: "nearest"});
       }
       if (!keepHash) history.replaceState(null, "", `#frame=${n}`);
-      $("prev-frame").disabled = n - STEP < START;
-      $("next-frame").disabled = n + STEP >= STOP;
+      $("prev-frame").disabled = source().next(n, -1) === null;
+      $("next-frame").disabled = source().next(n, 1) === null;
       const rec = records.get(n) || {frame: n, name: "", width: 0, height: 0};
       let ann = null, problem = null;
       if (!processed(n)) {  // not asked for: its chunk has no outcome yet
         problem = {status: 404, message: "not processed yet"};
       } else {
         try {
-          ann = await api(`/api/jobs/${JOB}/frames/${n}/annotations`);
+          ann = await api(`/api/jobs/${JOB}/frames/${n}/annotations${original ? "?revision=0" : ""}`);
         } catch (e) {
           problem = e;
         }
@@ -255,26 +235,20 @@
       const name = (ann && ann.name) || rec.name;
       $("viewer-title").textContent = `#${rec.frame} · ${name}` + (w && h ? ` · ${w}×${h}` : "");
       $("viewer-title").title = name;
-      const shapes = (ann && ann.shapes) || [];
+      shown = {rec, ann, problem};
+      viewer.setFrame({frame: rec.frame, name, width: w, height: h, shapes: (ann && ann.shapes) || [],
+                       src: `/api/datasets/${DATASET}/frames/${rec.frame}/image`});
+      show(ann, {fresh: true});
+    }
 
-      const box = viewer.getBoundingClientRect();
-      const maxW = Math.max(200, box.width - 2), maxH = Math.max(240, window.innerHeight * 0.7);
-      const scale = w && h ? Math.min(maxW / w, maxH / h) : 1;
-      const img = el("img", {id: "frame-image", alt: name, src: `/api/datasets/${DATASET}/frames/${rec.frame}/image`,
-                             width: Math.round(w * scale) || null, height: Math.round(h * scale) || null});
-      if (scale > 2) img.style.imageRendering = "pixelated";
-      img.addEventListener("error", () => status.prepend(el("span", {class: "error", text: "The image cannot be loaded. "})));
-      const svg = el("svg", {id: "overlay", viewBox: `0 0 ${w || 1} ${h || 1}`, preserveAspectRatio: "none",
-                             "data-frame": rec.frame, role: "img", "aria-label": `${shapes.length} shapes`});
-      const masks = el("g", {class: "masks"}), drawn = el("g", {class: "shapes"});
-      shapes.forEach((s, i) => {
-        const node = shapeNode(s, i, 4 / scale);
-        if (node) (s.type === "mask" ? masks : drawn).append(node);
-      });
-      svg.append(masks, drawn);
-      svg.classList.toggle("no-shapes", !$("show-shapes").checked);
-      svg.classList.toggle("no-masks", !$("show-masks").checked);
-      viewer.replaceChildren(el("div", {class: "stage"}, img, svg));
+    /** The frame's shapes (drawn, counted, listed) and its revision; after an edit, only these change. */
+    function show(ann, {fresh = false} = {}) {
+      const {rec, problem} = shown;
+      shown.ann = ann;
+      const shapes = (ann && ann.shapes) || [];
+      if (!fresh) viewer.setShapes(shapes);
+      $("overlay").classList.toggle("no-shapes", !$("show-shapes").checked);
+      $("overlay").classList.toggle("no-masks", !$("show-masks").checked);
 
       // What the frame is: its shapes, why it failed, or that it is not done yet.
       if (problem) {
@@ -284,24 +258,61 @@
         status.replaceChildren(el("span", {class: pending ? "muted" : "error", text}));
       } else if (ann.failed) {
         status.replaceChildren(el("span", {class: "error-box", id: "frame-failed", text: `This frame failed: ${ann.failed}`}));
-        failedSeen.add(rec.frame);
-        markFailed(rec.frame);
+        if (!failedSeen.has(rec.frame)) { failedSeen.add(rec.frame); markFailed(rec.frame); }
       } else {
         const counts = shapes.length === 1 ? "1 shape" : `${shapes.length} shapes`;
         status.replaceChildren(el("span", {class: "muted", text: shapes.length ? counts : "No shapes on this frame."}));
       }
-      const perLabel = new Map();
-      shapes.forEach(s => perLabel.set(s.label, (perLabel.get(s.label) || 0) + 1));
-      $("legend").replaceChildren(...[...perLabel].map(([label, n]) => el("span", {class: "chip"},
-        el("span", {class: "swatch", style: `background:${color(label)}`}), `${labelName(label)} × ${n}`)));
+      legend(shapes);
       const table = $("shapes-table");
       table.hidden = shapes.length === 0;
       table.tBodies[0].replaceChildren(...shapes.map((s, i) => el("tr", {"data-index": i},
-        el("td", {text: i + 1}),
+        el("td", {}, editor.rowButton(i, s)),
         el("td", {}, el("span", {class: "swatch", style: `background:${color(s.label)}`}), " ", labelName(s.label)),
         el("td", {text: s.type}),
         el("td", {class: "num", text: s.score == null ? "–" : s.score.toFixed(2)}),
         el("td", {text: geometry(s)}))));
+      viewer.filter();
+      revision(ann);
+      editor.setFrame(ann && !problem && !ann.failed ? ann : null, {original});
+      if (ann && !original) {
+        const head = ann.revision || 0;
+        if ((corrected.get(rec.frame) || 0) !== head) {
+          corrected.set(rec.frame, head);
+          const li = list.querySelector(`li[data-frame="${rec.frame}"]`);
+          if (li) li.replaceWith(item(records.get(rec.frame) || {frame: rec.frame, name: rec.name}));
+        }
+      }
+    }
+
+    function revision(ann) {
+      const head = ann ? ann.revision || 0 : 0;
+      $("revision").textContent = !ann || ann.failed ? ""
+        : original ? "The model's original (revision 0), read-only"
+        : head ? `Corrected, revision ${head}` : "Model output";
+      $("revision").classList.toggle("fixed", !!head && !original);
+      const button = $("view-original");
+      button.hidden = !original && !head;
+      button.setAttribute("aria-pressed", original ? "true" : "false");
+      button.textContent = original ? "Back to the corrected shapes" : "Show the model's original";
+    }
+
+    /** The legend: one toggle a label, in its colour, with its count on this frame. */
+    function legend(shapes) {
+      const perLabel = new Map();
+      shapes.forEach(s => perLabel.set(s.label, (perLabel.get(s.label) || 0) + 1));
+      $("legend").replaceChildren(...[...perLabel].map(([label, n]) => {
+        const on = !viewer.hidden(label);
+        return el("button", {type: "button", class: "chip", "data-label": label, "aria-pressed": on ? "true" : "false",
+                             title: `${on ? "Hide" : "Show"} the ${labelName(label)} shapes`,
+                             onclick: e => {
+                               viewer.toggleLabel(label);
+                               const now = !viewer.hidden(label);
+                               e.currentTarget.setAttribute("aria-pressed", now ? "true" : "false");
+                               e.currentTarget.title = `${now ? "Hide" : "Show"} the ${labelName(label)} shapes`;
+                             }},
+          el("span", {class: "swatch", style: `background:${color(label)}`}), `${labelName(label)} × ${n}`);
+      }));
     }
 
     function retryPending() {
@@ -311,9 +322,43 @@
     function step(delta) {
       const from = wanted ?? current;
       if (from === null) return;
-      const n = from + delta * STEP;
-      if (inJob(n)) select(n);
+      const n = source().next(from, delta);
+      if (n !== null) select(n);
     }
+
+    async function setFailedOnly(on) {
+      failedOnly = on;
+      $("failed-only").checked = on;
+      if (on) {
+        await loadFailed(failedAll === null);
+        const failed = failedList();
+        if (failed.length && !failed.some(f => f.frame === current)) {
+          page = -1;
+          await select(failed[0].frame);
+          return;
+        }
+      }
+      await relist();
+      if (current !== null) select(current, {keepHash: true});
+    }
+
+    // the review tools
+    const pressed = (id, on) => $(id).setAttribute("aria-pressed", on ? "true" : "false");
+    $("view-list").addEventListener("click", () => { grid = false; pressed("view-list", true); pressed("view-grid", false); relist(); });
+    $("view-grid").addEventListener("click", () => { grid = true; pressed("view-list", false); pressed("view-grid", true); relist(); });
+    $("failed-only").addEventListener("change", e => setFailedOnly(e.target.checked));
+    $("opacity").addEventListener("input", e => {
+      viewer.setOpacity(e.target.value);
+      $("opacity-value").textContent = `${Math.round(e.target.value * 100)}%`;
+    });
+    $("min-score").addEventListener("input", e => {
+      viewer.setMinScore(Number(e.target.value));
+      $("min-score-value").textContent = Number(e.target.value).toFixed(2);
+    });
+    $("zoom-in").addEventListener("click", () => viewer.zoomBy(1.5));
+    $("zoom-out").addEventListener("click", () => viewer.zoomBy(1 / 1.5));
+    $("zoom-fit").addEventListener("click", () => viewer.fit());
+    $("view-original").addEventListener("click", () => { original = !original; select(current, {keepHash: true}); });
 
     // hovering a row of the table lights up its shape
     $("shapes-table").addEventListener("mouseover", e => {
@@ -335,24 +380,37 @@
       if (e.key === "Enter" && e.target.value.trim() !== "") { e.preventDefault(); select(Number(e.target.value)); }
     });
     document.addEventListener("keydown", e => {
-      if (e.target.closest("input:not([type=checkbox]), select, textarea") || e.altKey || e.ctrlKey || e.metaKey) return;
-      if (e.key === "ArrowRight") { step(1); e.preventDefault(); }
-      if (e.key === "ArrowLeft") { step(-1); e.preventDefault(); }
+      if (e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey) return;
+      if (e.target.closest("input:not([type=checkbox]), select, textarea")) return;
+      const key = {ArrowRight: () => step(1), ArrowLeft: () => step(-1), "+": () => viewer.zoomBy(1.5),
+                   "=": () => viewer.zoomBy(1.5), "-": () => viewer.zoomBy(1 / 1.5), "0": () => viewer.fit()}[e.key];
+      if (key) { key(); e.preventDefault(); }
     });
-    let resizing = null;
+    let resizing = null, width = window.innerWidth;
     window.addEventListener("resize", () => {
+      if (window.innerWidth === width) return;  // a phone's toolbar showing or hiding: nothing to fit again
+      width = window.innerWidth;
       clearTimeout(resizing);
       resizing = setTimeout(() => { if (current !== null) select(current, {keepHash: true}); }, 200);
     });
 
+    async function loadCorrections() {
+      try {
+        const answer = await api(`/api/jobs/${JOB}/corrections`);
+        for (const [frame, head] of Object.entries(answer.frames || {})) corrected.set(Number(frame), head);
+        if (corrected.size) relist();
+      } catch (e) { /* an older dashboard without corrections: no badges */ }
+    }
+
     function start() {
       if (!TOTAL) {
-        viewer.replaceChildren(el("span", {class: "placeholder", text: "This job has no frames."}));
+        $("viewer").replaceChildren(el("span", {class: "placeholder", text: "This job has no frames."}));
         return;
       }
       const m = /^#frame=(\d+)$/.exec(location.hash);
-      const wanted = m ? Number(m[1]) : START;
-      select(inJob(wanted) ? wanted : START, {keepHash: !m});
+      const first = m ? Number(m[1]) : START;
+      select(inJob(first) ? first : START, {keepHash: !m});
+      if (job.frames_done) loadCorrections();  // frames are corrected once annotated
     }
     return {select, markFailed, retryPending, start};
   })();
