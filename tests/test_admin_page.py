@@ -169,3 +169,53 @@ def test_a_user_who_is_not_an_admin_has_no_admin_link_and_gets_403(page, cluster
     assert_accessible(page, "the 403 page")
     page.set_viewport_size({"width": 390, "height": 844})
     _no_sideways_scroll(page)
+
+
+@pytest.fixture()
+def lone_admin(settings):
+    """A dashboard of its own (Redis database 5, served from a thread) whose only admin is ``root``."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from cluster.dashboard import create_app
+
+    assert settings.redis_url.endswith("/0")
+    own = settings.with_(redis_url=settings.redis_url[:-2] + "/5", s3_bucket=f"lone-{secrets.token_hex(4)}")
+    store = Store.from_settings(own)
+    store.redis.flushdb()
+    _, token = store.users.add("root", admin=True)
+    server = make_server("127.0.0.1", 0, create_app(own), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", token, store
+    finally:
+        server.shutdown()
+        store.redis.flushdb()
+
+
+def test_the_last_enabled_admin_cannot_be_revoked_or_disabled_and_the_page_says_why(page, lone_admin):
+    from playwright.sync_api import expect
+
+    base, token, store = lone_admin
+    log_in(page, token, base + "/admin/")
+    expect(page).to_have_url(base + "/admin/")
+    for button in ("Revoke admin from root", "Disable root"):
+        _row(page, "root").get_by_role("button", name=button).click()
+        expect(page.locator("#users-error")).to_contain_text("'root' is the last enabled admin")
+        expect(_row(page, "root")).to_contain_text("enabled")
+    user = store.users.get("root")
+    assert user.admin and not user.disabled
+    # with a second admin, the first may step down
+    page.get_by_label("New user's name").fill("second")
+    page.get_by_label("Admin", exact=True).check()
+    page.get_by_role("button", name="Create user").click()
+    expect(_row(page, "second").locator(".badge.role-admin")).to_have_text("admin")
+    expect(page.locator("#users-error")).to_be_hidden()
+    page.get_by_role("button", name="Done").click()
+    _row(page, "root").get_by_role("button", name="Revoke admin from root").click()
+    # no longer an admin: taken to the jobs list, where there is no Admin link any more
+    expect(page).to_have_url(base + "/")
+    expect(page.get_by_role("link", name="Admin", exact=True)).to_have_count(0)
+    assert store.users.get("root").admin is False

@@ -81,6 +81,10 @@
     await act(button, usersError, usersStatus, async () => {
       const updated = await api(`/api/users/${encodeURIComponent(user.name)}`, {
         method: "PATCH", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+      if (updated.name === data.me && updated.admin === false) {  // this page is no longer theirs
+        location.assign("/");
+        return;
+      }
       const what = "admin" in body ? (updated.admin ? "is now an admin" : "is no longer an admin")
         : (updated.disabled ? "is disabled: their token and sessions are refused" : "is enabled again");
       await reloadUsers();
