@@ -68,16 +68,24 @@ def test_zoo_list_is_a_table_and_json(env):
     assert {"name", "description"} <= set(entries[0]) and "selfie-segmentation" in [e["name"] for e in entries]
 
 
-def test_cluster_shows_the_live_worker_with_its_metrics_url_the_queues_and_health(env, api):
+def test_cluster_shows_the_live_worker_with_its_metrics_url_what_it_does_the_queues_health_and_errors(env, api):
     state = api.get("/api/cluster")
     out = run(env, "cluster").stdout
-    workers, queues, health = out.split("\n\n")
+    workers, activity, queues, health, errors = out.split("\n\n")
     assert workers.splitlines()[0].split() == ["WORKER", "DEVICE", "HOST", "PID", "HEARTBEAT", "METRICS"]
     for worker in state["workers"]:
         assert any(line.startswith(worker["id"]) and worker["metrics"] in line for line in workers.splitlines())
-    assert queues.splitlines()[0].split() == ["QUEUE", "WORKERS", "WAITING", "IN", "FLIGHT", "DELAYED", "DEAD"]
+    assert activity.splitlines()[0].split() == ["WORKER", "DOING", "FRAMES/S", "FRAMES", "DONE", "CPU", "MEMORY",
+                                                "MODELS", "LOADED"]
+    for worker in state["workers"]:
+        row = next(line for line in activity.splitlines() if line.startswith(worker["id"]))
+        assert "idle" in row or "job " in row, row
+    assert queues.splitlines()[0].split() == ["QUEUE", "WORKERS", "WAITING", "IN", "FLIGHT", "DELAYED", "PARKED",
+                                              "DEAD"]
     assert state["queues"] and all(q["queue"] in queues for q in state["queues"])
+    assert all(f"{u['device']}: {u['why']}" in queues for u in state["unserved"])
     assert health.splitlines()[0].startswith("redis: ok (") and health.splitlines()[1].startswith("s3: ok (")
+    assert errors.strip() == "no recent errors" or errors.splitlines()[0].split() == ["WHEN", "JOB", "WHAT", "REASON"]
     assert set(json.loads(run(env, "cluster", "--json").stdout)) == set(state)
 
 

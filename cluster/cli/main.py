@@ -110,27 +110,79 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    """The cluster page in a terminal: live workers (with their metrics URLs), queues, Redis and S3."""
+    """The cluster page in a terminal: live workers (with their metrics URLs) and what each does,
+    queues, devices nobody serves, Redis and S3, recent errors."""
     state = _client().get("/api/cluster")
     if args.json:
         print_json(state)
         return 0
-    print_table(state.get("workers") or [], [
+    workers = state.get("workers") or []
+    print_table(workers, [
         ("worker", lambda w: w["id"]), ("device", lambda w: w.get("device")), ("host", lambda w: w.get("host")),
         ("pid", lambda w: w.get("pid")), ("heartbeat", lambda w: f"{w.get('heartbeat_age_s', 0):.0f}s ago"),
         ("metrics", lambda w: w.get("metrics")),
     ], "no live workers: jobs wait until one starts (prelabel worker --device CPU)")
+    if workers:
+        print()
+        print_table(workers, [
+            ("worker", lambda w: w["id"]), ("doing", _doing), ("frames/s", lambda w: w.get("fps")),
+            ("frames done", lambda w: w.get("frames_done")),
+            ("cpu", lambda w: None if w.get("cpu_percent") is None else f"{w['cpu_percent']:.0f}%"),
+            ("memory", lambda w: _size(w.get("rss_bytes"))), ("models loaded", _models),
+        ], "")
     print()
     print_table(state.get("queues") or [], [
         ("queue", lambda q: q["queue"]), ("workers", lambda q: q.get("workers", 0)),
         ("waiting", lambda q: q.get("waiting", 0)), ("in flight", lambda q: q.get("unacked", 0)),
-        ("delayed", lambda q: q.get("delayed", 0)), ("dead", lambda q: q.get("dead", 0)),
+        ("delayed", lambda q: q.get("delayed", 0)), ("parked", lambda q: q.get("parked", 0)),
+        ("dead", lambda q: q.get("dead", 0)),
     ], "no queues")
+    for unserved in state.get("unserved") or []:
+        print(f"{unserved['device']}: {unserved['why']}")
     print()
     for name, check in (state.get("health") or {}).items():
         print(f"{name}: " + (f"ok ({check.get('latency_ms')} ms)" if check.get("ok") else
                              f"DOWN: {check.get('error')}"))
+    print()
+    errors = (state.get("errors") or [])[:CLUSTER_ERRORS_SHOWN]
+    print_table(errors, [
+        ("when", lambda e: when(e.get("at"))), ("job", lambda e: e.get("job")),
+        ("what", lambda e: e.get("kind", "").replace("_", " ") +
+         (f" (chunk {e['chunk']})" if e.get("chunk") is not None else "")),
+        ("reason", lambda e: e.get("reason")),
+    ], "no recent errors")
     return 0
+
+
+#: Recent errors `prelabel cluster` prints (--json has all the API answered).
+CLUSTER_ERRORS_SHOWN = 10
+
+
+def _doing(worker: dict[str, Any]) -> str:
+    """'idle', or the chunks a worker runs: 'job J chunk C', another user's as such."""
+    running = worker.get("running")
+    if running is None:
+        return "-"  # a worker of an older version publishes no activity
+    parts = [f"job {r['job']} chunk {r['chunk']}" if r.get("job") else "another user's chunk" for r in running]
+    return ", ".join(parts) or "idle"
+
+
+def _models(worker: dict[str, Any]) -> str:
+    names = [str(m.get("name") or m.get("id")) for m in worker.get("models") or []]
+    if worker.get("models_hidden"):
+        names.append(f"{worker['models_hidden']} of other users")
+    return ", ".join(names) or ("none" if "models" in worker else "-")
+
+
+def _size(n: Any) -> str | None:
+    if n is None:
+        return None
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return None
 
 
 def cmd_login(args: argparse.Namespace) -> int:
@@ -467,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reset", action="store_true", help="issue a new token and revoke the old one")
     s.set_defaults(func=cmd_users_token)
 
-    s = sub.add_parser("cluster", help="live workers (device, heartbeat, metrics URL), queues, Redis and S3 health")
+    s = sub.add_parser("cluster", help="live workers (device, heartbeat, metrics URL, what each runs, frames, CPU, "
+                                       "memory, models), queues, unserved devices, Redis and S3, recent errors")
     add_json_flag(s)
     s.set_defaults(func=cmd_cluster)
 

@@ -1,4 +1,4 @@
-"""Redis-backed records: users, datasets, models, jobs, chunks and live workers.
+"""Redis-backed records: users, datasets, models, jobs, chunks, live workers and recent errors.
 
 All queries live in this package; Flask views, the CLI's admin commands and workers call it and
 never build Redis keys themselves. :class:`Store` is the facade over the per-area stores; it is
@@ -14,6 +14,7 @@ from cluster.store.allowlist import AllowlistStore
 from cluster.store.base import connect, redis_errors
 from cluster.store.corrections import CorrectionStore
 from cluster.store.datasets import DatasetStore
+from cluster.store.events import EventLog
 from cluster.store.jobs import JobStore
 from cluster.store.models import ModelStore
 from cluster.store.users import UserStore
@@ -34,6 +35,7 @@ class Store:
         self.workers = WorkerRegistry(client)
         self.allowlist = AllowlistStore(client)
         self.corrections = CorrectionStore(client)
+        self.events = EventLog(client)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:

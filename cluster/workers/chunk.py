@@ -33,6 +33,8 @@ from cluster.objectstore import ObjectStore
 from cluster.scripts import FrameInput, ScriptPool
 from cluster.scripts.warmup import WarmUp
 from cluster.store import Store
+from cluster.store import events as ev
+from cluster.workers.activity import Activity
 from cluster.workers.artifacts import ModelFiles
 from cluster.workers.cpu_quota import limit_cpu_threads
 from cluster.workers.decode import FrameDecoder
@@ -67,6 +69,7 @@ class ChunkProcessor:
         *,
         last_attempt: Callable[[], bool] = lambda: True,
         retries: Callable[[], int] = lambda: 0,
+        activity: Activity | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -79,6 +82,8 @@ class ChunkProcessor:
         self.inference_threads = limit_cpu_threads(self.core, device, settings.inference_threads)
         self.files = ModelFiles(objects, Path(settings.cache_dir))
         self.engines = EngineCache(capacity=4)
+        # What this worker is doing, for its heartbeat (the keeper thread publishes it).
+        self.activity = activity or Activity(models_kept=self.engines.capacity)
         self.scripts = ScriptPool.from_settings(settings, extra_allowed=store.allowlist.modules)
         self.fetcher = ThreadPoolExecutor(max_workers=max(1, settings.fetch_threads), thread_name_prefix="fetch")
         self._sources: collections.OrderedDict[tuple[str, str], str] = collections.OrderedDict()
@@ -102,6 +107,7 @@ class ChunkProcessor:
         worker's middleware (``workers/middleware/timing.py``)."""
         claimed = False
         frames: list[dict[str, Any]] | None = None
+        job: dict[str, Any] = {}
         try:
             t = time.perf_counter()
             claimed, why = self.store.jobs.claim_chunk(job_id, chunk, self.settings.poison_deaths)
@@ -110,6 +116,7 @@ class ChunkProcessor:
                 if why == ChunkState.PARKED.value:
                     log.error("job %s chunk %d parked: its worker died %d times running it", job_id, chunk,
                               self.settings.poison_deaths)
+                    self._event(ev.CHUNK_PARKED, job_id, chunk, self._parked_reason(job_id, chunk))
                 else:
                     log.info("skipping job %s chunk %d: %s", job_id, chunk, why)
                 return
@@ -118,8 +125,9 @@ class ChunkProcessor:
             began = t
             job = self.store.jobs.get_unchecked(job_id)
             frames = self.store.datasets.frames(job["dataset"], start, stop, step)
-            outcomes = self._process(job, frames)
-            self._commit(job_id, chunk, outcomes)
+            with self.activity.running(job, chunk, len(frames)):
+                outcomes = self._process(job, frames)
+                self._commit(job_id, chunk, outcomes, job)
         except Exception as exc:  # noqa: BLE001 - any chunk-wide failure must still end the chunk
             # A chunk-wide failure at any step (claim, reads, fetch, model, script, commit: Redis or
             # S3 down, a bug). Hand the chunk back and retry while Dramatiq will; on the last attempt
@@ -132,11 +140,13 @@ class ChunkProcessor:
             if not self.last_attempt() and (transient or self.retries() < self.settings.max_retries):
                 log.warning("job %s chunk %d failed, will retry: %s", job_id, chunk, reason)
                 self._best_effort(lambda: self.store.jobs.note_failure(job_id, reason))
+                self._event(ev.CHUNK_RETRY, job_id, chunk, reason, job)
                 if claimed:
                     self._best_effort(lambda: self.store.jobs.release_chunk(job_id, chunk))
                 raise
             log.error("job %s chunk %d failed for good: %s", job_id, chunk, reason)
             self.give_up(job_id, chunk, start, stop, step, reason, frames)
+            self._event(ev.CHUNK_FAILED, job_id, chunk, reason, job, count=len(range(start, stop, step)))
             return
         elapsed = time.perf_counter() - began
         self._record_speed(job["model"], elapsed, frames, outcomes)
@@ -148,6 +158,20 @@ class ChunkProcessor:
             call()
         except Exception as exc:  # noqa: BLE001 - Redis down: the retry (or the reconciler) copes
             log.warning("%s", exc)
+
+    def _event(self, kind: str, job_id: str, chunk: int, reason: str, job: dict[str, Any] | None = None,
+               **more: Any) -> None:
+        """Show the failure on the cluster page's recent errors; never fails the chunk (logged if Redis
+        will not take it)."""
+        self._best_effort(lambda: self.store.events.record(
+            kind, job=job_id, chunk=chunk, reason=reason, owner=(job or {}).get("owner"), device=self.device,
+            worker=self.activity.worker_id, **more))
+
+    def _parked_reason(self, job_id: str, chunk: int) -> str:
+        try:
+            return str(self.store.jobs.parked(job_id)[chunk]["reason"])
+        except Exception:  # noqa: BLE001 - only the words of an event; the chunk is parked either way
+            return f"its worker died {self.settings.poison_deaths} times while running it"
 
     def give_up(self, job_id: str, chunk: int, start: int, stop: int, step: int, reason: str,
                 frames: list[dict[str, Any]] | None = None) -> None:
@@ -182,7 +206,8 @@ class ChunkProcessor:
         except PrelabelError as exc:
             log.warning("could not record the speed of model %s: %s", model_id, exc.message)
 
-    def _commit(self, job_id: str, chunk: int, outcomes: list[FrameOutcome]) -> None:
+    def _commit(self, job_id: str, chunk: int, outcomes: list[FrameOutcome],
+                job: dict[str, Any] | None = None) -> None:
         t = time.perf_counter()
         done: list[AnnotatedFrame] = [
             {"frame": o.frame, "name": o.name, "width": o.width, "height": o.height, "shapes": o.shapes or []}
@@ -195,9 +220,15 @@ class ChunkProcessor:
         state = ChunkState.DONE if done or not failed else ChunkState.FAILED
         finished = self.store.jobs.finish_chunk(job_id, chunk, state=state, done=len(done), failed=failed)
         self._timed("finish", t)
+        self.activity.processed(len(done), len(failed))
         if finished:
             self.metrics.frames.labels(self.device, "done").inc(len(done))
             self.metrics.frames.labels(self.device, "failed").inc(len(failed))
+            by_reason: dict[str, list[int]] = {}
+            for f in failed:
+                by_reason.setdefault(f["reason"], []).append(f["frame"])
+            for reason, numbers in by_reason.items():
+                self._event(ev.FRAMES_FAILED, job_id, chunk, reason, job, frames=numbers)
 
     # -- the pipeline ------------------------------------------------------------------------
     def _engine(self, model: dict[str, Any]) -> InferenceEngine:
@@ -211,7 +242,9 @@ class ChunkProcessor:
             engine.warm_up(prep.width or 64, prep.height or 64)
             return engine
 
-        return self.engines.get((model["id"], model.get("version", 1), self.device), build)
+        engine = self.engines.get((model["id"], model.get("version", 1), self.device), build)
+        self.activity.model_loaded(model)
+        return engine
 
     def _script_source(self, model: dict[str, Any]) -> str:
         """The model's script, read from S3 once per (key, sha256): models are immutable, and a GET

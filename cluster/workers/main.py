@@ -67,13 +67,14 @@ def run_worker(settings: Settings, device: str) -> int:
     heartbeat = Heartbeat(stale_after_s=max(30.0, 4 * settings.heartbeat_timeout_s))
     server, port = serve_health(settings.metrics_addr, settings.metrics_port, metrics.registry, heartbeat, device)
     worker_id, info = _presence(settings, port)
+    processor.activity.worker_id = worker_id
     if processor.inference_threads is not None:
         print(f"OpenVINO CPU inference threads: {processor.inference_threads} (container CPU quota)", flush=True)
 
     keeper = Keeper(store=store, broker=broker, reconciler=Reconciler(store, broker, settings), heartbeat=heartbeat,
                     worker_id=worker_id, device=device, info=info,
                     queues=[queue_for(d) for d in sorted(set(KNOWN_DEVICES) | {device})],
-                    period_s=max(1.0, settings.heartbeat_timeout_s / 3))
+                    period_s=max(1.0, settings.heartbeat_timeout_s / 3), activity=processor.activity)
     worker = dramatiq.Worker(broker, queues={queue_for(device)}, worker_threads=settings.worker_threads,
                              worker_timeout=max(10, settings.worker_poll_ms))
     worker.start()

@@ -1,4 +1,5 @@
-"""The cluster's live state for any logged-in user: workers, queues, devices served, health."""
+"""The cluster's live state for any logged-in user: workers and what they do, queues, devices served
+and not, health, recent errors."""
 
 from __future__ import annotations
 
@@ -13,6 +14,6 @@ bp = Blueprint("cluster", __name__)
 
 @bp.get("/cluster")
 def cluster_state():
-    api_user()  # any logged-in user; admins see the same
     c = clients()
-    return jsonify(overview(c.store, c.broker, c.settings))
+    # Any logged-in user; others' jobs show only as "another user's" (admins see them all).
+    return jsonify(overview(c.store, c.broker, c.settings, api_user()))

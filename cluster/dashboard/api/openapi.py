@@ -154,21 +154,61 @@ SCHEMAS: dict[str, Any] = {
     },
     "ClusterState": {
         "type": "object",
-        "required": ["workers", "devices", "queues", "health", "live_within_s"],
+        "required": ["workers", "devices", "unserved", "queues", "health", "errors", "live_within_s"],
         "properties": {
             "workers": {"type": "array", "description": "live workers (a heartbeat within live_within_s)",
                         "items": {"type": "object", "required": ["id", "device", "heartbeat_age_s"], "properties": {
                             "id": {"type": "string"}, "device": {"type": "string"}, "host": {"type": "string"},
                             "pid": {"type": "integer"},
                             "metrics": {"type": "string", "description": "its /metrics URL"},
-                            "heartbeat_age_s": {"type": "number", "minimum": 0}}}},
+                            "heartbeat_age_s": {"type": "number", "minimum": 0},
+                            "state": {"type": "string", "enum": ["busy", "idle"]},
+                            "running": {"type": "array", "description": "the chunks its threads run now; another "
+                                        "user's shows with job and chunk null (admins see every one, with owner)",
+                                        "items": {"type": "object", "properties": {
+                                            "job": {"type": ["string", "null"]}, "chunk": {"type": ["integer", "null"]},
+                                            "frames": {"type": "integer"}, "since": {"type": "number"},
+                                            "model": {"type": "string"}, "model_id": {"type": "string"},
+                                            "owner": {"type": "string"}, "mine": {"type": "boolean"}}}},
+                            "frames_done": {"type": "integer", "minimum": 0,
+                                            "description": "frames annotated since the worker started"},
+                            "frames_failed": {"type": "integer", "minimum": 0},
+                            "chunks_done": {"type": "integer", "minimum": 0},
+                            "fps": {"type": "number", "minimum": 0,
+                                    "description": "frames processed per second over the last 30 s"},
+                            "models": {"type": "array", "description": "the compiled models it holds, most recently "
+                                       "used first (other users' only counted in models_hidden)",
+                                       "items": {"type": "object", "properties": {
+                                           "id": {"type": "string"}, "name": {"type": ["string", "null"]},
+                                           "owner": {"type": "string"}}}},
+                            "models_hidden": {"type": "integer", "minimum": 0},
+                            "cpu_percent": {"type": ["number", "null"],
+                                            "description": "the worker process's CPU, % of one core"},
+                            "rss_bytes": {"type": ["integer", "null"], "description": "its resident memory"},
+                            "started_at": {"type": "number"}}}},
             "devices": {"type": "array", "description": "the devices live workers serve",
                         "items": {"type": "object", "required": ["device", "workers"], "properties": {
                             "device": {"type": "string"}, "workers": {"type": "integer", "minimum": 1}}}},
+            "unserved": {"type": "array", "description": "devices with a queue but no live worker, and why",
+                         "items": {"type": "object", "required": ["device", "queue", "depth", "why"], "properties": {
+                             "device": {"type": "string"}, "queue": {"type": "string"},
+                             "depth": {"type": "integer", "minimum": 0}, "why": {"type": "string"}}}},
+            "errors": {"type": "array", "description": "recent errors, newest first: chunks that failed (retried "
+                       "or for good) or were parked, frames that failed; the user's own jobs' (admins: all)",
+                       "items": {"type": "object", "required": ["kind", "job", "reason", "at"], "properties": {
+                           "kind": {"type": "string",
+                                    "enum": ["chunk_retry", "chunk_failed", "chunk_parked", "frames_failed"]},
+                           "job": {"type": "string"}, "chunk": {"type": ["integer", "null"]},
+                           "reason": {"type": "string"}, "at": {"type": "number"},
+                           "owner": {"type": ["string", "null"]}, "device": {"type": ["string", "null"]},
+                           "worker": {"type": ["string", "null"]},
+                           "frames": {"type": "array", "items": {"type": "integer"},
+                                      "description": "the failed frames (the first 20)"},
+                           "count": {"type": "integer", "description": "how many frames failed"}}}},
             "queues": {"type": "array", "description": "each device queue's messages by state",
                        "items": {"type": "object",
                                  "required": ["queue", "device", "waiting", "unacked", "delayed", "dead", "depth",
-                                              "workers"],
+                                              "parked", "workers"],
                                  "properties": {
                                      "queue": {"type": "string"}, "device": {"type": "string"},
                                      "waiting": {"type": "integer", "minimum": 0},
@@ -179,6 +219,8 @@ SCHEMAS: dict[str, Any] = {
                                      "dead": {"type": "integer", "minimum": 0, "description": "dead-lettered"},
                                      "depth": {"type": "integer", "minimum": 0,
                                                "description": "waiting + unacked + delayed"},
+                                     "parked": {"type": "integer", "minimum": 0,
+                                                "description": "poison chunks of the device, until resumed"},
                                      "workers": {"type": "integer", "minimum": 0}}}},
             "health": {"type": "object", "required": ["redis", "s3"], "properties": {
                 name: {"type": "object", "required": ["ok"], "properties": {
@@ -408,8 +450,9 @@ def _paths() -> dict[str, Any]:
             body={"required": True, "content": {"application/json": {"schema": _ref("UserChange")}}},
             tag="users")},
         "/api/cluster": {"get": _op(
-            "The cluster now: live workers, each device queue's messages by state, the devices served, "
-            "Redis and S3 health (any logged-in user)",
+            "The cluster now: live workers and what each does, each device queue's messages by state and "
+            "parked chunks, the devices served and not (with why), Redis and S3 health, recent errors (any "
+            "logged-in user: other users' jobs show only as busy workers; admins see all)",
             {"200": _json(_ref("ClusterState"), "the cluster's state")}, tag="cluster")},
         # -- token reset (SEC)
         "/api/users/{name}/token": {"post": _op(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
-from cluster.dashboard.pages import admin, datasets, filters, jobs, models, session
+from cluster.dashboard.pages import admin, cluster, datasets, filters, jobs, models, session
 from cluster.dashboard.pages.errors import error_page, http_error_page
 
 #: The header's links: (endpoint, text, admins only). A link shows once its area's page exists.
@@ -27,7 +27,7 @@ def nav_links(user) -> list[tuple[str, str]]:
 
 def register(app: Flask) -> None:
     filters.init_app(app)
-    for module in (session, jobs, admin, datasets, models):
+    for module in (session, jobs, admin, datasets, models, cluster):
         app.register_blueprint(module.bp)
     app.jinja_env.globals["nav_links"] = nav_links
 
