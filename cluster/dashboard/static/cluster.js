@@ -214,6 +214,7 @@
   }
 
   // -- live ------------------------------------------------------------------------------------
+  const PAUSED = "paused while the tab is hidden";
   let timer = null, inFlight = false;
 
   function say(text, error = false) {
@@ -227,7 +228,7 @@
     inFlight = true;
     try {
       draw(await api("/api/cluster"));
-      say(`live, every ${POLL_MS / 1000} s`);
+      say(document.hidden ? PAUSED : `live, every ${POLL_MS / 1000} s`);  // hidden while it was asked
     } catch (e) {
       say(e.status === 503 ? `the server cannot reach Redis or S3 (${e.message}); retrying`
                            : "cannot reach the server; retrying", true);
@@ -244,14 +245,14 @@
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) {  // no requests while nobody looks
       if (timer !== null) { clearTimeout(timer); timer = null; }
-      say("paused while the tab is hidden");
+      say(PAUSED);
     } else if (timer === null && !inFlight) {
       refresh();  // catch up at once, then every POLL_MS
     }
   });
 
   draw(JSON.parse(document.getElementById("cluster-state").textContent));
-  say(document.hidden ? "paused while the tab is hidden" : `live, every ${POLL_MS / 1000} s`);
+  say(document.hidden ? PAUSED : `live, every ${POLL_MS / 1000} s`);
   schedule();
   root.dataset.ready = "1";
 })();
