@@ -123,6 +123,8 @@ def test_a_new_user_uploads_a_zip_a_video_and_a_folder_and_sees_each_refusal(pag
     expect(_upload_item(page, 2).locator(".status")).to_contain_text("2 frames added")
     names = [f["name"] for f in client.get("/api/datasets/photos/frames?start=8")]
     assert names == ["holiday/day1/sea.png", "holiday/day1/sun.png"]
+    expect(page.locator("#thumbs li")).to_have_count(10)  # the thumbnails follow the uploads
+    expect(page.locator("#thumbs li").last).to_contain_text("holiday/day1/sun.png")
     check_both_widths(page, "dataset")  # with both uploads' reports
 
     page.reload()

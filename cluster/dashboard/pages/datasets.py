@@ -17,6 +17,7 @@ bp = Blueprint("datasets_pages", __name__)
 #: deployment's limit, or less, so the report of a large selection comes a batch at a time.
 BATCH_BYTES = 32 << 20
 BATCH_FILES = 100
+FRAMES_SHOWN = 24  # thumbnails of a dataset's first frames on its page
 
 
 def _index(form_error: str | None = None, name: str = "", status: int = 200):
@@ -50,9 +51,9 @@ def show(ref: str):
     c = clients()
     user = current_user()
     dataset = c.store.datasets.get(user, ref)
-    frames = c.store.datasets.frames(dataset["id"], 0, 24)
+    frames = c.store.datasets.frames(dataset["id"], 0, FRAMES_SHOWN)
     return render_template(
-        "dataset.html", user=user, dataset=dataset, frames=frames,
+        "dataset.html", user=user, dataset=dataset, frames=frames, frames_limit=FRAMES_SHOWN,
         upload={"max_bytes": int(c.settings.max_upload_bytes),
                 "batch_bytes": min(BATCH_BYTES, int(c.settings.max_upload_bytes)), "batch_files": BATCH_FILES},
     )

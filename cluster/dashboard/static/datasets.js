@@ -140,7 +140,7 @@
   /** The list item that shows one upload: a title, a bar, a status line, counts and rejections. */
   function uploadItem(files, bytes) {
     const n = list.children.length + 1;
-    const title = files.length === 1 ? files[0].name : `${files.length} files`;
+    const title = files.length <= 3 ? files.map((f) => f.name).join(", ") : `${files.length} files (${files[0].name}, …)`;
     const id = `upload-${n}`;
     const bar = el("div", {class: "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100",
                            "aria-valuenow": "0", "aria-labelledby": `${id}-title`},
@@ -206,6 +206,21 @@
       : `Done: ${summary}.`;
     view.item.classList.add(failedBatches ? "has-errors" : "is-done");
     if (counts.rejected) view.item.classList.add("has-rejected");
+    if (counts.added) await refreshFrames().catch((e) => console.warn(e));
+  }
+
+  /** The first frames' thumbnails again, after an upload added some. */
+  async function refreshFrames() {
+    const box = document.getElementById("frames");
+    const frames = await api(`/api/datasets/${encodeURIComponent(datasetId)}/frames?limit=${box.dataset.limit}`);
+    const thumbs = document.getElementById("thumbs");
+    thumbs.replaceChildren(...frames.map((f) => el("li", {},
+      el("img", {src: `/api/datasets/${encodeURIComponent(datasetId)}/frames/${f.frame}/image`, loading: "lazy",
+                 alt: `frame ${f.frame}: ${f.name}`, width: f.width, height: f.height}),
+      el("span", {class: "name", title: f.name}, f.name))));
+    thumbs.hidden = !frames.length;
+    document.getElementById("no-frames").hidden = !!frames.length;
+    document.getElementById("frames-shown").textContent = frames.length;
   }
 
   let busy = Promise.resolve();
