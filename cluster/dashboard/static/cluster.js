@@ -130,9 +130,9 @@
   function workerCells(w) {
     const since = w.started_at ? `up ${duration(Math.max(0, Date.now() / 1000 - w.started_at))}` : "";
     return [
-      {label: "Worker", cls: "who", value: [w.id, w.host, w.pid, w.metrics],
+      {label: "Worker", cls: "who", value: [w.id, w.host, w.pid, since],
        render: () => [el("span", {class: "id"}, w.id),
-                      el("div", {class: "hint"}, [w.host, w.pid ? `pid ${w.pid}` : null].filter(Boolean).join(" · "))]},
+                      el("div", {class: "hint"}, [w.host, w.pid ? `pid ${w.pid}` : null, since].filter(Boolean).join(" · "))]},
       {label: "Device", value: w.device},
       // While busy, the value carries the time too: "for 12s" moves on at every update.
       {label: "Doing", cls: "doing-cell", value: [w.state, w.running, (w.running || []).length ? Date.now() : 0],
@@ -143,8 +143,7 @@
       {label: "Heartbeat", cls: "num beat", value: `${num(w.heartbeat_age_s)} s ago`},
       {label: "Models loaded", cls: "models", value: [w.models, w.models_hidden], render: () => models(w)},
       {label: "CPU", cls: "num cpu", value: w.cpu_percent === undefined || w.cpu_percent === null ? null : `${num(w.cpu_percent)}%`},
-      {label: "Memory", cls: "num mem", value: [w.rss_bytes, since], render: () => [bytes(w.rss_bytes),
-        since ? el("div", {class: "hint"}, since) : null]},
+      {label: "Memory", cls: "num mem", value: bytes(w.rss_bytes)},
     ];
   }
 
