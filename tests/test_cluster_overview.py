@@ -283,3 +283,82 @@ def test_the_overview_lists_unserved_devices_with_why_and_parked_counts_with_eve
     assert "CPU" in served
     assert {u["device"] for u in state["unserved"]} == {q["device"] for q in state["queues"]} - served
     assert all(u["why"] for u in state["unserved"]) and all(q["parked"] >= 0 for q in state["queues"])
+
+
+# -- where workers write errors: a chunk processor in this process (Valkey db 15, nothing consumes it) ---
+FAST = '''
+def interpret(outputs, frame, labels, context):
+    if frame["name"].startswith("bad"):
+        raise ValueError("refusing to label " + frame["name"])
+    return []
+'''
+
+
+@pytest.fixture(scope="module")
+def inproc(session_settings, tmp_path_factory):
+    from cluster_fixtures import FlaskApi
+
+    from cluster.dashboard import create_app
+    from cluster.objectstore import open_object_store
+    from cluster.workers.chunk import ChunkProcessor
+    from cluster.workers.metrics import WorkerMetrics
+
+    tmp_path = tmp_path_factory.mktemp("events")
+    base, _, _ = session_settings.redis_url.rpartition("/")
+    settings = session_settings.with_(redis_url=f"{base}/15", s3_bucket=f"events-{secrets.token_hex(4)}",
+                                      cache_dir=tmp_path / "cache")
+    store = Store.from_settings(settings)
+    store.redis.flushdb()
+    _, token = store.users.add("owner", admin=False)
+    api = FlaskApi(create_app(settings), token)
+    model = register(api, "fast", *tiny_model(tmp_path / "tiny"), FAST, {"1": "thing"})
+    dataset = api.post("/api/datasets", json={"name": "two"})
+    for i, name in enumerate(["ok0.jpg", "bad1.jpg"]):
+        api.post(f"/api/datasets/{dataset['id']}/files", files=[("file", (name, noise_jpeg(700 + i)))])
+    objects = open_object_store(settings)
+    processor = ChunkProcessor(settings, store, objects, "CPU", WorkerMetrics.create())
+    yield store, objects, api, model, dataset, processor
+    processor.close()
+
+
+def _job(api, model, dataset) -> dict:
+    return api.post("/api/jobs", json={"dataset": dataset["id"], "model": model["id"], "chunk_size": 2})
+
+
+def test_a_chunk_retried_then_given_up_is_in_the_recent_errors_with_its_reason(inproc, monkeypatch):
+    from cluster.errors import ServiceUnavailable
+
+    store, objects, api, model, dataset, processor = inproc
+    job = _job(api, model, dataset)
+
+    def down(*args, **kwargs):
+        raise ServiceUnavailable("S3 is down for this test")
+
+    monkeypatch.setattr(objects, "get_bytes", down)
+    monkeypatch.setattr(processor, "last_attempt", lambda: False)
+    with pytest.raises(ServiceUnavailable):
+        processor(job["id"], 0, 0, 2, 1)
+    monkeypatch.setattr(processor, "last_attempt", lambda: True)
+    processor(job["id"], 0, 0, 2, 1)
+    mine = [e for e in store.events.recent() if e["job"] == job["id"]]
+    assert [(e["kind"], e["chunk"]) for e in mine] == [(ev.CHUNK_FAILED, 0), (ev.CHUNK_RETRY, 0)]
+    assert all("S3 is down for this test" in e["reason"] and e["owner"] == "owner" for e in mine)
+    assert mine[0]["count"] == 2 and mine[0]["device"] == "CPU"
+
+
+def test_a_chunk_finishes_even_when_its_failed_frame_cannot_be_recorded_as_an_error(inproc, monkeypatch):
+    from cluster.errors import ServiceUnavailable
+
+    store, objects, api, model, dataset, processor = inproc
+    job = _job(api, model, dataset)
+
+    def down(*args, **kwargs):
+        raise ServiceUnavailable("the error log is out of reach")
+
+    monkeypatch.setattr(store.events, "record", down)
+    processor(job["id"], 0, 0, 2, 1)  # no exception: the message is not retried for that
+    status = api.get(f"/api/jobs/{job['id']}")
+    assert (status["state"], status["frames_done"], status["frames_failed"]) == ("completed", 1, 1), status
+    monkeypatch.undo()
+    assert not [e for e in store.events.recent() if e["job"] == job["id"]]
+    assert processor.activity.snapshot()["frames_done"] >= 1
