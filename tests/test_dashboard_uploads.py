@@ -373,3 +373,41 @@ def test_deleting_a_model_asks_first(page, cluster, tmp_path):
     expect(page.locator("tr[data-name=old]")).to_have_count(0)
     expect(page.locator("#list-status")).to_have_text("Deleted model old.")
     assert client.get("/api/models") == []
+
+
+def _tab_to(page, selector: str, limit: int = 80) -> None:
+    """Press Tab until the element ``selector`` has the focus (as a keyboard user gets there)."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement && document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{selector} is not reachable with Tab")
+
+
+def test_creating_uploading_and_deleting_work_from_the_keyboard(page, cluster, tmp_path):
+    from playwright.sync_api import expect
+
+    _, client = new_user(cluster)
+    xml, bin_ = tiny_model(tmp_path / "tiny")
+    register(client, "spare", xml, bin_, GOOD_SCRIPT, {"1": "thing"})
+    log_in(page, client.token, "/datasets")
+    _tab_to(page, "#f-name")
+    page.keyboard.type("keyed")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/datasets/[0-9a-f]{12}$"))
+
+    _tab_to(page, "#pick-files")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files([_file("one.png", _png(3), "image/png")])
+    _tab_to(page, "#upload-start")
+    page.keyboard.press("Enter")
+    _wait_done(page, 1)
+    expect(page.locator("#frame-count")).to_have_text("1")
+
+    page.goto("/models")
+    page.on("dialog", lambda d: d.accept())
+    _tab_to(page, "tr[data-name=spare] .delete-model")
+    page.keyboard.press("Enter")
+    expect(page.locator("tr[data-name=spare]")).to_have_count(0)
+    assert client.get("/api/models") == []
