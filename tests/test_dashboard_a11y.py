@@ -34,9 +34,9 @@ def _png(i: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def world(cluster, tmp_path_factory):
+def world(cluster, admin, tmp_path_factory):
     """A user with a model, a 60-frame dataset (two pages of the frame list) and a finished job on it;
-    a second user with nothing."""
+    a second user with nothing; the session's admin."""
     name, client = new_user(cluster)
     xml, bin_ = tiny_model(tmp_path_factory.mktemp("tiny"))
     model = register(client, "boxes", xml, bin_, SCRIPT, LABELS)
@@ -47,7 +47,8 @@ def world(cluster, tmp_path_factory):
     status = wait_job(client, job["id"])
     assert status["state"] == "completed" and status["frames_done"] == 60
     _, empty = new_user(cluster)
-    return {"name": name, "client": client, "model": model, "dataset": dataset, "job": status, "empty": empty}
+    return {"name": name, "client": client, "model": model, "dataset": dataset, "job": status, "empty": empty,
+            "admin": admin}
 
 
 # Every page, as a person reaches it: (name, how to get there). Each ends on the page, fully drawn.
@@ -112,6 +113,45 @@ def _not_found_logged_out(page, world) -> None:
     expect(page.locator("h1")).to_have_text("Not found")
 
 
+def _datasets(page, world) -> None:
+    from playwright.sync_api import expect
+
+    log_in(page, world["client"].token, "/datasets")
+    expect(page.locator("#datasets tr[data-name=sixty] .frames")).to_have_text("60")
+
+
+def _dataset(page, world) -> None:
+    from playwright.sync_api import expect
+
+    log_in(page, world["client"].token, f"/datasets/{world['dataset']['id']}")
+    expect(page.locator("#frame-count")).to_have_text("60")
+    expect(page.locator("#thumbs li").first).to_be_visible()
+
+
+def _models(page, world) -> None:
+    from playwright.sync_api import expect
+
+    log_in(page, world["client"].token, "/models")
+    expect(page.locator("#models tr[data-name=boxes]")).to_be_visible()
+    expect(page.locator("#zoo li[data-zoo]").first).to_be_visible()
+
+
+def _cluster(page, world) -> None:
+    from playwright.sync_api import expect
+
+    log_in(page, world["client"].token, "/cluster")
+    expect(page.locator("#cluster[data-ready='1']")).to_be_attached()
+    expect(page.locator("#workers tbody tr", has=page.locator("td", has_text="CPU")).first).to_be_visible()
+
+
+def _admin(page, world) -> None:
+    from playwright.sync_api import expect
+
+    log_in(page, world["admin"].token, "/admin/")
+    expect(page.get_by_role("heading", name="Administration")).to_be_visible()
+    expect(page.locator("#users tbody tr", has_text=world["name"])).to_be_visible()
+
+
 PAGES: dict[str, Callable] = {
     "login": _login_empty,
     "login-error": _login_error,
@@ -119,6 +159,11 @@ PAGES: dict[str, Callable] = {
     "jobs": _jobs,
     "jobs-form-error": _jobs_form_error,
     "job": _job,
+    "datasets": _datasets,
+    "dataset": _dataset,
+    "models": _models,
+    "cluster": _cluster,
+    "admin": _admin,
     "not-found": _not_found,
     "not-found-logged-out": _not_found_logged_out,
 }
