@@ -136,6 +136,8 @@ def _edit(page) -> None:
     page.click("#edit-toggle")
     expect(page.locator("#edit-toggle")).to_have_attribute("aria-pressed", "true")
     expect(page.locator("#edit-tools")).to_be_visible()
+    # the whole frame on the screen, for the mouse
+    page.locator("#viewer").evaluate("v => v.scrollIntoView({block: 'end'})")
 
 
 # ---- review --------------------------------------------------------------------------------------
@@ -300,3 +302,182 @@ def test_the_job_page_is_accessible_and_fits_the_screen_in_review_and_edit_mode(
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         context.close()
+
+
+# ---- corrections ---------------------------------------------------------------------------------
+
+def test_dragging_a_box_corner_saves_its_new_points_as_revision_1(page, world):
+    from playwright.sync_api import expect
+
+    _open(page, world, 0)
+    expect(page.locator("#revision")).to_have_text("Model output")
+    _edit(page)
+    page.locator(f'#overlay [data-index="{CAR_BOX}"]').click()
+    handles = page.locator("#overlay .handle")
+    expect(handles).to_have_count(4)
+    corner = _box(handles.nth(2))  # bottom right, at (80, 72)
+    page.mouse.move(corner["x"] + corner["width"] / 2, corner["y"] + corner["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(*_screen(page, 100, 90), steps=6)
+    page.mouse.up()
+    _saved(page, 1)
+    answer = _annotations(world, 0)
+    assert answer["revision"] == 1
+    assert answer["shapes"][CAR_BOX]["points"] == pytest.approx([16, 12, 100, 90], abs=1)
+    assert answer["shapes"][CAR_BOX]["source"] == "human"
+    assert answer["shapes"][CAR_BOX]["score"] == pytest.approx(0.9)
+    _assert_on_image(page, page.locator(f'#overlay [data-index="{CAR_BOX}"]'), answer["shapes"][CAR_BOX]["points"])
+    # the model's output is still there, as revision 0
+    original = _annotations(world, 0, revision=0)
+    assert original["shapes"][CAR_BOX]["points"] == pytest.approx([16, 12, 80, 72])
+    page.click("#view-original")
+    expect(page.locator("#revision")).to_contain_text("original")
+    expect(page.locator("#edit-toggle")).to_be_disabled()
+    _assert_on_image(page, page.locator(f'#overlay [data-index="{CAR_BOX}"]'), [16, 12, 80, 72])
+    page.click("#view-original")
+    _saved(page, 1)
+
+
+def test_changing_a_shapes_label_and_deleting_a_shape(page, world):
+    from playwright.sync_api import expect
+
+    _open(page, world, 1)
+    _edit(page)
+    page.locator(f'#shapes-table .row-select[data-row="{POLYGON}"]').click()
+    expect(page.locator("#edit-label-text")).to_have_text(f"Label of shape {POLYGON + 1}")
+    page.select_option("#edit-label", label="car")
+    _saved(page, 1)
+    answer = _annotations(world, 1)
+    assert answer["shapes"][POLYGON]["label"] == "1"
+    expect(page.locator(f'#overlay [data-index="{POLYGON}"]')).to_have_attribute("data-label", "1")
+
+    page.locator(f'#shapes-table .row-select[data-row="{MASK}"]').click()  # a mask: label and deletion only
+    expect(page.locator("#add-vertex")).to_be_disabled()
+    page.locator(f'#shapes-table .row-select[data-row="{PERSON_BOX}"]').click()
+    page.click("#delete-shape")
+    _saved(page, 2)
+    answer = _annotations(world, 1)
+    assert len(answer["shapes"]) == MODEL_SHAPES - 1
+    assert [s["type"] for s in answer["shapes"]] == ["rectangle", "polygon", "polyline", "mask"]
+    expect(page.locator("#shapes-table tbody tr")).to_have_count(MODEL_SHAPES - 1)
+    assert len(_annotations(world, 1, revision=0)["shapes"]) == MODEL_SHAPES
+
+
+def test_drawing_a_box_adds_it_with_the_chosen_label(page, world):
+    from playwright.sync_api import expect
+
+    _open(page, world, 3)
+    _edit(page)
+    page.select_option("#edit-label", label="road")
+    page.click("#draw-box")
+    expect(page.locator("#draw-box")).to_have_attribute("aria-pressed", "true")
+    page.mouse.move(*_screen(page, 30, 80))
+    page.mouse.down()
+    page.mouse.move(*_screen(page, 70, 110), steps=6)
+    page.mouse.up()
+    _saved(page, 1)
+    added = _annotations(world, 3)["shapes"][-1]
+    assert added["type"] == "rectangle" and added["label"] == "3"
+    assert added["points"] == pytest.approx([30, 80, 70, 110], abs=1)
+    expect(page.locator("#overlay rect.shape-rectangle")).to_have_count(3)
+
+
+def test_undo_brings_back_the_previous_revision(page, world):
+    from playwright.sync_api import expect
+
+    _open(page, world, 4)
+    _edit(page)
+    expect(page.locator("#undo")).to_be_disabled()
+    page.locator(f'#shapes-table .row-select[data-row="{POLYLINE}"]').click()
+    page.click("#delete-shape")
+    _saved(page, 1)
+    page.locator(f'#shapes-table .row-select[data-row="{CAR_BOX}"]').click()
+    page.select_option("#edit-label", label="person")
+    _saved(page, 2)
+    page.click("#undo")
+    _saved(page, 1)
+    answer = _annotations(world, 4)
+    assert answer["revision"] == 1 and len(answer["shapes"]) == MODEL_SHAPES - 1
+    assert answer["shapes"][CAR_BOX]["label"] == "1"
+    page.keyboard.press("Control+z")
+    expect(page.locator("#revision")).to_have_text("Model output")
+    assert _annotations(world, 4)["revision"] == 0
+    expect(page.locator("#shapes-table tbody tr")).to_have_count(MODEL_SHAPES)
+
+
+def test_a_change_made_on_a_stale_revision_reloads_the_frame_and_says_so(page, world):
+    from playwright.sync_api import expect
+
+    _open(page, world, 6)
+    _edit(page)
+    job = world["job"]["id"]
+    world["client"].delete(f"/api/jobs/{job}/frames/6/annotations/shapes/{POLYLINE}", params={"base_revision": 0})
+    page.locator(f'#shapes-table .row-select[data-row="{POLYGON}"]').click()
+    page.click("#delete-shape")
+    expect(page.locator("#edit-status")).to_contain_text("changed elsewhere")
+    _saved(page, 1)
+    expect(page.locator("#shapes-table tbody tr")).to_have_count(MODEL_SHAPES - 1)
+    assert _annotations(world, 6)["revision"] == 1
+
+
+def test_the_whole_correction_flow_works_from_the_keyboard_only(page, world):
+    from playwright.sync_api import expect
+
+    _open(page, world, 7)
+    _tab_to(page, "#edit-toggle")
+    page.keyboard.press("Enter")
+    expect(page.locator("#edit-tools")).to_be_visible()
+
+    # select the car box (the first shape) and move it 10 px right and 1 px down
+    _tab_to(page, f'#overlay [data-index="{CAR_BOX}"]')
+    page.keyboard.press("Shift+ArrowRight")  # selects the focused shape, and moves it
+    expect(page.locator(f'#overlay [data-index="{CAR_BOX}"]')).to_have_attribute("aria-pressed", "true")
+    page.keyboard.press("ArrowDown")
+    _saved(page, 1)
+    assert _annotations(world, 7)["shapes"][CAR_BOX]["points"] == pytest.approx([26, 13, 90, 73])
+
+    # its bottom-right corner 3 px left
+    _tab_to(page, '#overlay .handle[data-vertex="2"]')
+    for _ in range(3):
+        page.keyboard.press("ArrowLeft")
+    _saved(page, 2)
+    assert _annotations(world, 7)["shapes"][CAR_BOX]["points"] == pytest.approx([26, 13, 87, 73])
+
+    # the polygon: select it (Enter puts the focus on its first vertex), add a vertex after it, delete one
+    _tab_to(page, f'#overlay [data-index="{POLYGON}"]')
+    page.keyboard.press("Enter")
+    expect(page.locator(f'#overlay [data-index="{POLYGON}"]')).to_have_attribute("aria-pressed", "true")
+    expect(page.locator('#overlay .handle[data-vertex="0"]')).to_be_focused()
+    _tab_to(page, "#add-vertex", back=True)
+    page.keyboard.press("Enter")
+    _saved(page, 3)
+    assert len(_annotations(world, 7)["shapes"][POLYGON]["points"]) == 8
+    _tab_to(page, f'#overlay [data-index="{POLYGON}"]')
+    page.keyboard.press("Tab")  # its first vertex
+    page.keyboard.press("Delete")
+    _saved(page, 4)
+    assert len(_annotations(world, 7)["shapes"][POLYGON]["points"]) == 6
+
+    # its label, from the select
+    _tab_to(page, "#edit-label")
+    page.keyboard.press("ArrowDown")  # person -> road
+    _saved(page, 5)
+    assert _annotations(world, 7)["shapes"][POLYGON]["label"] == "3"
+
+    # a new box, then the person box deleted with the Delete key
+    _tab_to(page, "#add-box")
+    page.keyboard.press("Enter")
+    _saved(page, 6)
+    expect(page.locator('#overlay .handle[data-vertex="0"]')).to_be_focused()  # ready to be moved
+    assert _annotations(world, 7)["shapes"][-1]["type"] == "rectangle"
+    _tab_to(page, f'#overlay [data-index="{PERSON_BOX}"]')
+    page.keyboard.press("Delete")
+    _saved(page, 7)
+    assert len(_annotations(world, 7)["shapes"]) == MODEL_SHAPES
+
+    # undo the deletion
+    _tab_to(page, "#undo")
+    page.keyboard.press("Enter")
+    _saved(page, 6)
+    assert len(_annotations(world, 7)["shapes"]) == MODEL_SHAPES + 1
+    assert _annotations(world, 7, revision=0)["shapes"][CAR_BOX]["points"] == pytest.approx([16, 12, 80, 72])

@@ -10,6 +10,8 @@ const PrelabelEditor = (() => {
   const MIN_VERTICES = {polygon: 3, polyline: 2, points: 1};  // kinds whose vertices can be added and deleted
   const KEY_MOVES = {ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1]};
   const round = v => Math.round(v * 100) / 100;
+  /** The revision in force (what a change's base_revision must be), also when an older one is shown. */
+  const headOf = a => (a ? a.head ?? a.revision ?? 0 : 0);
 
   /** A shape's vertices as [x, y] pairs: a rectangle's four corners (clockwise from top left). */
   function vertices(s) {
@@ -66,7 +68,7 @@ const PrelabelEditor = (() => {
       const ctx = cur;
       if (!ctx || !ctx.ann) return queue;
       queue = queue.then(async () => {
-        const base = ctx.ann.revision || 0;
+        const base = headOf(ctx.ann);
         let url = `/api/jobs/${job}/frames/${ctx.frame}/annotations${tail}`;
         const options = {method};
         if (method === "DELETE") url += `?base_revision=${base}`;
@@ -80,7 +82,7 @@ const PrelabelEditor = (() => {
           if (after) after(next);
           answer(next);
           restoreFocus(focus);
-          say(next.revision ? `${done}: saved as revision ${next.revision}.` : `${done}: back to the model's output.`, "ok");
+          say(headOf(next) ? `${done}: saved as revision ${headOf(next)}.` : `${done}: back to the model's output.`, "ok");
         } catch (e) {
           if (e.status === 409) {
             say(`Not saved: ${e.message}. This frame was changed elsewhere and has been reloaded; make your change again if it is still needed.`, "error");
@@ -197,7 +199,7 @@ const PrelabelEditor = (() => {
       $("edit-toggle").title = editable() ? "" : original ? "The model's original is read-only" : "This frame has no shapes to correct";
       $("edit-tools").hidden = !editing;
       $("undo").hidden = !editing;
-      $("undo").disabled = !(a && a.revision > 0);
+      $("undo").disabled = !(headOf(a) > 0);
       $("edit-label-text").textContent = sh ? `Label of shape ${sel + 1}` : "Label for new boxes";
       const label = sh ? sh.label : newLabel;
       ensureOption(label);
@@ -297,7 +299,7 @@ const PrelabelEditor = (() => {
 
     function addBox(points) {
       const label = select.value;
-      send("POST", "/shapes", {shape: {type: "rectangle", label, points: tidy({type: "rectangle"}, points), score: null, attributes: {}}},
+      return send("POST", "/shapes", {shape: {type: "rectangle", label, points: tidy({type: "rectangle"}, points), score: null, attributes: {}}},
            "Box added", next => { sel = next.shapes.length - 1; vertex = 0; drawing = false; });
     }
 
@@ -412,7 +414,7 @@ const PrelabelEditor = (() => {
 
     function undo() {
       commitDraft();
-      if (!(ann() && ann().revision > 0)) return;
+      if (!(headOf(ann()) > 0)) return;
       send("POST", "/undo", {}, "Undone");
     }
 

@@ -275,8 +275,8 @@
       viewer.filter();
       revision(ann);
       editor.setFrame(ann && !problem && !ann.failed ? ann : null, {original});
-      if (ann && !original) {
-        const head = ann.revision || 0;
+      if (ann && !ann.failed) {
+        const head = ann.head ?? ann.revision ?? 0;
         if ((corrected.get(rec.frame) || 0) !== head) {
           corrected.set(rec.frame, head);
           const li = list.querySelector(`li[data-frame="${rec.frame}"]`);
@@ -286,7 +286,7 @@
     }
 
     function revision(ann) {
-      const head = ann ? ann.revision || 0 : 0;
+      const head = ann ? ann.head ?? ann.revision ?? 0 : 0;
       $("revision").textContent = !ann || ann.failed ? ""
         : original ? "The model's original (revision 0), read-only"
         : head ? `Corrected, revision ${head}` : "Model output";
