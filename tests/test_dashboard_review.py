@@ -321,6 +321,7 @@ def test_dragging_a_box_corner_saves_its_new_points_as_revision_1(page, world):
     page.mouse.move(*_screen(page, 100, 90), steps=6)
     page.mouse.up()
     _saved(page, 1)
+    expect(page.locator('#frame-list li[data-frame="0"] .flag')).to_have_text("corrected")
     answer = _annotations(world, 0)
     assert answer["revision"] == 1
     assert answer["shapes"][CAR_BOX]["points"] == pytest.approx([16, 12, 100, 90], abs=1)
@@ -336,6 +337,17 @@ def test_dragging_a_box_corner_saves_its_new_points_as_revision_1(page, world):
     _assert_on_image(page, page.locator(f'#overlay [data-index="{CAR_BOX}"]'), [16, 12, 80, 72])
     page.click("#view-original")
     _saved(page, 1)
+
+
+def test_double_clicking_an_edge_of_the_selected_polygon_adds_a_vertex_there(page, world):
+    _open(page, world, 8)
+    _edit(page)
+    page.mouse.click(*_screen(page, 123, 87))  # inside the polygon
+    page.mouse.dblclick(*_screen(page, 125, 75))  # on its edge from (100, 70) to (150, 80)
+    _saved(page, 1)
+    polygon = _annotations(world, 8)["shapes"][POLYGON]
+    assert polygon["points"] == pytest.approx([100, 70, 125, 75, 150, 80, 120, 110], abs=1)
+    assert _annotations(world, 8, revision=0)["shapes"][POLYGON]["points"] == [100, 70, 150, 80, 120, 110]
 
 
 def test_changing_a_shapes_label_and_deleting_a_shape(page, world):

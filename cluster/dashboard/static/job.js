@@ -181,10 +181,13 @@
       list.classList.toggle("grid", grid);
       list.replaceChildren(...frames.map(item));
       if (!frames.length) list.append(el("li", {class: "none", text: failedOnly ? "No frame has failed." : "No frames."}));
-      const pager = $("frame-pager");
+      const pager = $("frame-pager"), back = pager.querySelector('[data-go="-1"]'), on = pager.querySelector('[data-go="1"]');
       pager.querySelector(".where").textContent = `page ${p + 1} of ${src.pages()}`;
-      pager.querySelector('[data-go="-1"]').disabled = p === 0;
-      pager.querySelector('[data-go="1"]').disabled = p >= src.pages() - 1;
+      const had = document.activeElement;
+      back.disabled = p === 0;
+      on.disabled = p >= src.pages() - 1;
+      // a pager button disabled at the first or last page would drop the focus: the other one takes it
+      if ((had === back || had === on) && had.disabled) (had === on ? back : on).focus();
     }
     const relist = () => { const p = current === null ? 0 : source().pageOf(current); return loadPage(p < 0 ? 0 : p); };
 
@@ -212,8 +215,10 @@
         if (on) b.scrollIntoView({block: "nearest"});
       }
       if (!keepHash) history.replaceState(null, "", `#frame=${n}`);
+      const had = document.activeElement;
       $("prev-frame").disabled = source().next(n, -1) === null;
       $("next-frame").disabled = source().next(n, 1) === null;
+      if ((had === $("prev-frame") || had === $("next-frame")) && had.disabled) $(had.id === "next-frame" ? "prev-frame" : "next-frame").focus();
       const rec = records.get(n) || {frame: n, name: "", width: 0, height: 0};
       let ann = null, problem = null;
       if (!processed(n)) {  // not asked for: its chunk has no outcome yet

@@ -200,8 +200,10 @@ const PrelabelViewer = (() => {
 
     box.addEventListener("wheel", e => {
       if (!stage) return;
+      const z = Math.min(maxZoom(), Math.max(1, st.zoom * Math.exp(-e.deltaY * (e.ctrlKey ? 0.01 : 0.0015))));
+      if (Math.abs(z - st.zoom) < 1e-6) return;  // nothing to zoom (out at fit, in at the most): the page scrolls
       e.preventDefault();
-      zoomBy(Math.exp(-e.deltaY * (e.ctrlKey ? 0.01 : 0.0015)), e.clientX, e.clientY);
+      zoomTo(z, e.clientX, e.clientY);
     }, {passive: false});
 
     // one pointer pans (once zoomed), two pinch; a press that does not move is a click
