@@ -104,8 +104,10 @@ const PrelabelEditor = (() => {
       if (a.classList && a.classList.contains("row-select")) return {row: Number(a.dataset.row)};
       return {other: a};
     }
+    /** After a redraw: the focus back on what had it (or its successor), unless it has moved on meanwhile. */
     function restoreFocus(f) {
-      if (!f) return;
+      const a = document.activeElement;
+      if (!f || a && a !== document.body && document.contains(a)) return;
       let target = null;
       if (f.vertex !== undefined) {
         const hs = svg() ? svg().querySelectorAll(".handle") : [];
@@ -196,7 +198,7 @@ const PrelabelEditor = (() => {
       const editing = on && editable(), sh = shape(), a = ann();
       $("edit-toggle").disabled = !editable();
       $("edit-toggle").setAttribute("aria-pressed", editing ? "true" : "false");
-      $("edit-toggle").title = editable() ? "" : original ? "The model's original is read-only" : "This frame has no shapes to correct";
+      $("edit-toggle").title = editable() ? "" : original ? "The model's original is read-only" : "Only an annotated frame can be corrected";
       $("edit-tools").hidden = !editing;
       $("undo").hidden = !editing;
       $("undo").disabled = !(headOf(a) > 0);
