@@ -493,3 +493,32 @@ def test_the_whole_correction_flow_works_from_the_keyboard_only(page, world):
     _saved(page, 6)
     assert len(_annotations(world, 7)["shapes"]) == MODEL_SHAPES + 1
     assert _annotations(world, 7, revision=0)["shapes"][CAR_BOX]["points"] == pytest.approx([16, 12, 80, 72])
+
+
+def test_a_two_finger_pinch_zooms_the_frame_with_its_shapes(browser, cluster, world):
+    """Touches sent as a phone's (Chrome DevTools Protocol): two fingers moving apart over the frame."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(base_url=cluster.api_url, viewport={"width": 390, "height": 844}, has_touch=True,
+                                  is_mobile=True)
+    page = context.new_page()
+    try:
+        _open(page, world, 9)
+        page.locator("#viewer").evaluate("v => v.scrollIntoView({block: 'center'})")
+        viewer = _box(page.locator("#viewer"))
+        cx, cy = viewer["x"] + viewer["width"] / 2, viewer["y"] + viewer["height"] / 2
+        cdp = context.new_cdp_session(page)
+
+        def touch(kind: str, spread: float) -> None:
+            fingers = [{"x": cx - spread, "y": cy, "id": 1}, {"x": cx + spread, "y": cy, "id": 2}]
+            points = [] if kind == "touchEnd" else fingers
+            cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+        touch("touchStart", 20)
+        for spread in (30, 45, 60):
+            touch("touchMove", spread)
+        touch("touchEnd", 0)
+        expect(page.locator("#zoom-level")).to_have_text("300%")
+        _assert_on_image(page, page.locator(f'#overlay [data-index="{CAR_BOX}"]'), [16, 12, 80, 72])
+    finally:
+        context.close()
