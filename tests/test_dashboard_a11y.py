@@ -279,3 +279,22 @@ def test_the_whole_flow_works_from_the_keyboard_with_the_focus_always_seen(page,
     expect(page).to_have_url(re.compile(r"/login$"))
     status = client.get(f"/api/jobs/{job_id}")
     assert status["frames_total"] == 60 and status["settings"]["threshold"] == 0.4
+
+
+@pytest.mark.parametrize("name", [n for n in PAGES if n != "login-error"])
+def test_every_tab_stop_on_every_page_shows_where_the_focus_is(page, world, name):
+    """Tab from the top of the page through all of it: each stop has a focus ring and is on screen
+    (Playwright's own Tab, so the browser's :focus-visible applies as for a person)."""
+    PAGES[name](page, world)
+    seen = []
+    for _ in range(250):
+        page.keyboard.press("Tab")
+        where = page.evaluate("document.activeElement === document.body ? null"
+                              " : document.activeElement.outerHTML.slice(0, 80)")
+        if where is None:
+            continue  # past the last stop: the browser's own controls, then the page's first stop again
+        if seen and where == seen[0]:
+            break  # round the page
+        _focus_seen(page)
+        seen.append(where)
+    assert any("skip-link" in stop for stop in seen), f"{name}: no skip link among the stops: {seen}"
