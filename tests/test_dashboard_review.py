@@ -13,7 +13,9 @@ other's order.
 from __future__ import annotations
 
 import io
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -337,6 +339,15 @@ def test_dragging_a_box_corner_saves_its_new_points_as_revision_1(page, world):
     _assert_on_image(page, page.locator(f'#overlay [data-index="{CAR_BOX}"]'), [16, 12, 80, 72])
     page.click("#view-original")
     _saved(page, 1)
+
+    # the page's COCO export holds the corrected box (exports read each frame's head revision)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="COCO JSON").click()
+    coco = json.loads(Path(download.value.path()).read_text())
+    image = next(i for i in coco["images"] if i["file_name"] == "f00.png")
+    boxes = [a["bbox"] for a in coco["annotations"] if a["image_id"] == image["id"] and a["category_id"] == 1]
+    assert any(b == pytest.approx([16, 12, 84, 78], abs=1) for b in boxes), boxes
+    assert not any(b == pytest.approx([16, 12, 64, 60], abs=1) for b in boxes), "the model's box is gone"
 
 
 def test_double_clicking_an_edge_of_the_selected_polygon_adds_a_vertex_there(page, world):
