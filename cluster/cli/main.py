@@ -548,8 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", help="the model's name")
     s.add_argument("--model", required=True, help="the model file: OpenVINO IR .xml, .onnx or .tflite")
     s.add_argument("--weights", help="the IR's .bin (for an .xml model)")
-    s.add_argument("--labels", required=True, help='label map JSON: CVAT\'s {"label_map": {"1": "person"}} '
-                                                   "or the bare mapping")
+    s.add_argument("--labels", required=True, help='label map: CVAT\'s {"label_map": {"1": "person"}}, the bare '
+                   'mapping, a CVAT serverless function.yaml or its spec list [{"id": 1, "name": "person"}]')
     s.add_argument("--script", required=True, help="the interpretation script (.py), see docs/scripts.md")
     s.add_argument("--input-size", help="WIDTHxHEIGHT the network takes (default: from the model)")
     s.add_argument("--layout", choices=["NCHW", "NHWC", "nchw", "nhwc"], help="the input's layout "

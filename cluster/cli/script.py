@@ -136,7 +136,7 @@ def _load_labels(path: str | None) -> dict[str, str]:
         print(f"note: no --labels given; using {json.dumps(DEFAULT_LABELS)} (a script whose shapes use other labels "
               "fails validation: pass CVAT's {\"label_map\": {...}} file)", file=sys.stderr)
         return dict(DEFAULT_LABELS)
-    from cluster.services.models import parse_label_map
+    from cluster.models.labels import parse_label_map
 
     try:
         data = Path(path).read_bytes()
@@ -236,7 +236,8 @@ def add_script_parser(sub: Any) -> argparse.ArgumentParser:
                    help="the model's outputs, one array per output name (numpy.savez(path, name=array, ...))")
     s.add_argument("--frame", required=True, metavar="WIDTHxHEIGHT", help="the original frame's size in pixels")
     s.add_argument("--labels", metavar="FILE",
-                   help='label map: CVAT\'s {"label_map": {"1": "person"}} or the bare mapping '
+                   help='label map: CVAT\'s {"label_map": {"1": "person"}}, the bare mapping, a serverless '
+                        'function.yaml or its spec list '
                         f"(default {json.dumps(DEFAULT_LABELS)})")
     s.add_argument("--trusted", action="store_true", help="run as an admin's trusted script (full Python)")
     s.add_argument("--threshold", type=threshold, default=DEFAULT_THRESHOLD,

@@ -22,6 +22,7 @@ from cluster.config import Settings
 from cluster.errors import Conflict, Forbidden, InvalidInput, ModelError, PrelabelError, ScriptError
 from cluster.jobs.thresholds import DEFAULT_THRESHOLD, check_threshold
 from cluster.models.engine import InferenceEngine
+from cluster.models.labels import parse_label_map
 from cluster.models.preprocessing import Preprocessing, apply_preprocessing
 from cluster.models.reading import read_model, save_ir
 from cluster.objectstore import Keys, ObjectStore
@@ -40,35 +41,6 @@ _OPENVINO_FIRST_USE = threading.Lock()
 class Upload:
     filename: str
     data: bytes
-
-
-def parse_label_map(data: bytes) -> dict[str, str]:
-    """Accept CVAT's ``{"label_map": {"1": "person"}}`` as is, or the bare mapping."""
-    try:
-        raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidInput(f"the label map is not valid JSON: {exc}") from exc
-    if isinstance(raw, dict) and "label_map" in raw:
-        raw = raw["label_map"]
-    if not isinstance(raw, dict) or not raw:
-        raise InvalidInput('the label map must be an object like {"label_map": {"1": "person"}}')
-    labels: dict[str, str] = {}
-    for key, name in raw.items():
-        try:
-            number = int(str(key))
-        except ValueError:
-            raise InvalidInput(f"label id {key!r} is not an integer") from None
-        if number < 0 or number > 255:
-            raise InvalidInput(f"label id {key!r} must be between 0 and 255 (a mask pixel is one byte)")
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidInput(f"label {key!r} needs a non-empty name")
-        if str(number) in labels:
-            raise InvalidInput(f"label id {key!r} appears twice in the label map")
-        labels[str(number)] = name.strip()
-    if "0" in labels and "255" in labels:
-        raise InvalidInput("label ids 0 and 255 cannot both be used: mask exports need one byte "
-                           "value for the background (it is 255 when a label has id 0)")
-    return labels
 
 
 def sample_image() -> np.ndarray:

@@ -182,10 +182,11 @@
     if (!file) return "";
     let text;
     try { text = await file.text(); } catch (e) { return `${file.name} cannot be read: ${e.message}`; }
+    if (/\.ya?ml$/i.test(file.name)) return "";  // a CVAT function.yaml: the server reads its spec
     try {
       const value = JSON.parse(text);
-      if (value === null || typeof value !== "object" || Array.isArray(value)) {
-        return `${file.name} must hold a JSON object like {"label_map": {"1": "person"}}`;
+      if (value === null || typeof value !== "object") {
+        return `${file.name} must hold {"label_map": {"1": "person"}} or [{"id": 1, "name": "person"}]`;
       }
     } catch (e) {
       return `${file.name} is not valid JSON: ${e.message}`;
