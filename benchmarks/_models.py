@@ -1,4 +1,4 @@
-"""The models the throughput benchmark runs: two zoo models and a tiny synthetic one.
+"""The models the throughput benchmark runs: zoo models and a tiny synthetic one.
 
 Each comes as a :class:`BenchModel`: the IR files as the zoo builds them (no preprocessing in them;
 the worker and :func:`engine` add it from ``preprocessing``), the script, labels, and the input
@@ -16,7 +16,7 @@ import numpy as np
 
 from cluster.models.preprocessing import Preprocessing
 
-MODELS = ("text-detection", "selfie-segmentation", "tiny")
+MODELS = ("text-detection", "selfie-segmentation", "face-detection", "tiny")
 
 TINY_SCRIPT = '''
 def interpret(outputs, frame, labels, context):
