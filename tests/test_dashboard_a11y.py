@@ -81,6 +81,17 @@ def _jobs(page, world) -> None:
     expect(page.locator("#live-status")).to_have_attribute("data-polling", "0")
 
 
+def _jobs_filtered(page, world) -> None:
+    """An admin's jobs list narrowed to one owner and state (the owner filter is an admin's)."""
+    from playwright.sync_api import expect
+
+    log_in(page, world["admin"].token)
+    expect(page.locator("h1")).to_have_text("Jobs")
+    page.goto(f"/?owner={world['name']}&state=completed")
+    expect(page.locator("#q-owner")).to_have_value(world["name"])
+    expect(page.locator(f'tr[data-job="{world["job"]["id"]}"] .state')).to_have_text("completed")
+
+
 def _jobs_form_error(page, world) -> None:
     from playwright.sync_api import expect
 
@@ -158,6 +169,7 @@ PAGES: dict[str, Callable] = {
     "jobs-empty": _jobs_empty,
     "jobs": _jobs,
     "jobs-form-error": _jobs_form_error,
+    "jobs-filtered": _jobs_filtered,
     "job": _job,
     "datasets": _datasets,
     "dataset": _dataset,
@@ -168,7 +180,8 @@ PAGES: dict[str, Callable] = {
     "not-found-logged-out": _not_found_logged_out,
 }
 #: The pages whose templates this module's owner keeps: not even a moderate or minor finding.
-SPOTLESS = {"login", "login-error", "jobs-empty", "jobs", "jobs-form-error", "not-found", "not-found-logged-out"}
+SPOTLESS = {"login", "login-error", "jobs-empty", "jobs", "jobs-form-error", "jobs-filtered", "not-found",
+            "not-found-logged-out"}
 
 
 def _all_violations(page) -> list[dict]:

@@ -515,3 +515,56 @@ def test_a_live_job_deleted_elsewhere_stops_being_followed_on_the_jobs_page(page
     expect(row).to_have_attribute("data-live", "0")
     expect(page.locator("#live-status")).to_have_attribute("data-polling", "0")
     expect(page.locator("#live-status")).not_to_have_class(re.compile(r"\berror\b"))
+
+
+def test_the_jobs_list_filters_by_state_and_model_and_its_pages_keep_the_filters(page, cluster, tmp_path):
+    """26 cancelled jobs of one model (made in the store: no worker needed) and a completed one of
+    another: each filter narrows the list, the pager's links carry the filters, and a filter nothing
+    matches says so."""
+    from playwright.sync_api import expect
+
+    from cluster.jobs.plan import FrameRange
+    from cluster.store import Store
+
+    name, client = new_user(cluster)
+    xml, bin_ = tiny_model(tmp_path / "tiny")
+    first = register(client, "first", xml, bin_, SCRIPT, LABELS)
+    second = register(client, "second", xml, bin_, SCRIPT, LABELS)
+    dataset = client.post("/api/datasets", json={"name": "one"})
+    client.upload(dataset["id"], "a.png", io.BytesIO(_png(7)))
+    done = wait_job(client, client.post("/api/jobs", json={"dataset": dataset["id"], "model": second["id"]})["id"])
+    store = Store.from_settings(cluster)
+    user = store.users.get(name)
+    for _ in range(26):
+        job = store.jobs.create(user, dataset=dataset, model=first, device="NPU", frames=FrameRange(0, 1),
+                                chunks=[FrameRange(0, 1)], settings={"chunk_size": 1, "threshold": 0.5})
+        store.jobs.cancel(user, job["id"])
+
+    _log_in(page, client.token, "/?model=second")  # the login keeps the address's query
+    expect(page).to_have_url(re.compile(r"/\?model=second$"))
+    expect(page.locator("#jobs tbody tr[data-job]")).to_have_count(1)
+    page.click("#clear-filters")
+    expect(page.locator("#jobs-total")).to_have_text("27 jobs")
+    page.select_option("#q-state", "cancelled")
+    page.click("#job-filters button[type=submit]")
+    expect(page).to_have_url(re.compile(r"\?state=cancelled&model=$"))
+    expect(page.locator("#jobs-total")).to_have_text("26 jobs")
+    expect(page.locator("#jobs tbody tr[data-job]")).to_have_count(25)
+    expect(page.locator("#jobs tbody .state")).to_have_text(["cancelled"] * 25)
+    page.click('#jobs-pager a[rel="next"]')
+    expect(page).to_have_url(re.compile(r"[?&]state=cancelled\b.*[?&]page=2|[?&]page=2\b.*[?&]state=cancelled"))
+    expect(page.locator("#jobs tbody tr[data-job]")).to_have_count(1)
+    expect(page.locator("#q-state")).to_have_value("cancelled")
+
+    page.goto("/?model=second")  # a model's name works as well as its id
+    expect(page.locator("#jobs tbody tr[data-job]")).to_have_count(1)
+    expect(page.locator(f'#jobs tr[data-job="{done["id"]}"] .model')).to_have_text("second")
+    expect(page.locator("#q-model")).to_have_value(second["id"])
+
+    page.select_option("#q-state", "completed")
+    page.select_option("#q-model", label="first")
+    page.click("#job-filters button[type=submit]")
+    expect(page.locator("#jobs tr.empty")).to_have_text("No job matches these filters.")
+    page.click("#clear-filters")
+    expect(page.locator("#jobs-total")).to_have_text("27 jobs")
+    expect(page.locator("#clear-filters")).to_have_count(0)

@@ -56,7 +56,7 @@ def login_required(view: Callable) -> Callable:
         try:
             current_user()
         except Unauthorized:
-            return redirect(url_for("session.login", next=request.path))
+            return redirect(url_for("session.login", next=request.full_path if request.query_string else request.path))
         return view(*args, **kwargs)
 
     return wrapped

@@ -9,9 +9,9 @@ from cluster.dashboard.auth import current_user, login_required
 from cluster.dashboard.clients import clients
 from cluster.errors import InvalidInput, NotFound
 from cluster.jobs.plan import ChunkPlan
-from cluster.jobs.states import FINISHED_CHUNKS
+from cluster.jobs.states import FINISHED_CHUNKS, JobState
 from cluster.jobs.thresholds import DEFAULT_THRESHOLD
-from cluster.services.jobs import ChunkSizing, job_status, list_jobs, submit_job
+from cluster.services.jobs import ChunkSizing, JobPage, job_status, list_jobs, submit_job
 
 bp = Blueprint("jobs", __name__)
 
@@ -26,6 +26,19 @@ def _page_number() -> int:
         return min(max(1, int(request.args.get("page", "1"))), 1_000_000)  # then clamped to the last page
     except ValueError:
         return 1
+
+
+def _filters(user) -> dict[str, str]:
+    """The jobs list's filters from the address (``?state=&model=&owner=``), the empty ones left out:
+    a known state (another is ignored, as a page's address is often typed), a model's id or name, and
+    for admins an owner."""
+    state = request.args.get("state", "").strip()
+    found = {
+        "state": state if state in {s.value for s in JobState} else "",
+        "model": request.args.get("model", "").strip(),
+        "owner": request.args.get("owner", "").strip() if user.admin else "",
+    }
+    return {k: v for k, v in found.items() if v}
 
 
 def _device_choices(store, chosen: str | None) -> list[dict]:
@@ -48,13 +61,18 @@ def _jobs_page(form: dict | None = None, form_error: str | None = None, status: 
     c = clients()
     user = current_user()
     number = _page_number()
-    found = list_jobs(c.store, user, offset=(number - 1) * JOBS_PAGE, limit=JOBS_PAGE,
-                      failing_warn_s=c.settings.failing_warn_s)
+    filters = _filters(user)
+
+    def one_page(number: int) -> JobPage:
+        return list_jobs(c.store, user, offset=(number - 1) * JOBS_PAGE, limit=JOBS_PAGE,
+                         states=[filters["state"]] if "state" in filters else [], owner=filters.get("owner"),
+                         model=filters.get("model"), failing_warn_s=c.settings.failing_warn_s)
+
+    found = one_page(number)
     pages = max(1, -(-found.total // JOBS_PAGE))
     if number > pages:  # past the end (jobs deleted meanwhile, or a typed address): the last page
         number = pages
-        found = list_jobs(c.store, user, offset=(number - 1) * JOBS_PAGE, limit=JOBS_PAGE,
-                          failing_warn_s=c.settings.failing_warn_s)
+        found = one_page(number)
     return render_template(
         "jobs.html",
         user=user,
@@ -66,6 +84,9 @@ def _jobs_page(form: dict | None = None, form_error: str | None = None, status: 
         models=c.store.models.list(user),
         form=form or {},
         form_error=form_error,
+        filters=filters,
+        job_states=[s.value for s in JobState],
+        owners=sorted(u.name for u in c.store.users.list()) if user.admin else [],
     ), status
 
 
