@@ -16,7 +16,7 @@ import numpy as np
 
 from cluster.models.preprocessing import Preprocessing
 
-MODELS = ("text-detection", "selfie-segmentation", "face-detection", "pose-detection", "tiny")
+MODELS = ("text-detection", "selfie-segmentation", "face-detection", "pose-detection", "layout-detection", "tiny")
 
 TINY_SCRIPT = '''
 def interpret(outputs, frame, labels, context):

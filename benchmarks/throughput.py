@@ -52,7 +52,7 @@ from _models import MODELS, BenchModel, build
 from cluster.workers.metrics import STAGES as WORKER_STEPS
 
 VENV_BIN = Path(sys.executable).parent
-DEFAULT_FRAMES = {"text-detection": 200, "selfie-segmentation": 400, "tiny": 1000}
+DEFAULT_FRAMES = {"text-detection": 200, "selfie-segmentation": 400, "layout-detection": 200, "tiny": 1000}
 
 
 def load() -> str:
@@ -791,7 +791,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
 
     stages = set(args.stages.split(","))
     size = parse_size(args.size)
-    count = args.frames or DEFAULT_FRAMES[args.model]
+    count = args.frames or DEFAULT_FRAMES.get(args.model, 200)
     model = build(args.model, workdir / "models", args.cache_dir)
     say(f"revision {revision()}")
     say(f"model {args.model}: IR input {list(model.input_shape)}, preprocessing {model.preprocessing.to_dict()}")
