@@ -419,6 +419,14 @@ def test_undo_brings_back_the_previous_revision(page, world):
     _saved(page, 2)
     page.click("#undo")
     _saved(page, 1)
+    page.click("#history summary")  # who changed what, the undone change struck through
+    entries = page.locator("#history-list li")
+    expect(entries).to_have_count(3)
+    expect(entries.nth(0)).to_contain_text("Model output")
+    expect(entries.nth(1)).to_contain_text(f"Revision 1: delete by {world['name']}")
+    expect(entries.nth(1)).to_contain_text("(current)")
+    expect(entries.nth(2)).to_contain_text("Revision 2: edit")
+    expect(entries.nth(2)).to_have_class("undone")
     answer = _annotations(world, 4)
     assert answer["revision"] == 1 and len(answer["shapes"]) == MODEL_SHAPES - 1
     assert answer["shapes"][CAR_BOX]["label"] == "1"

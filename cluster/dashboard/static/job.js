@@ -296,11 +296,30 @@
         : original ? "The model's original (revision 0), read-only"
         : head ? `Corrected, revision ${head}` : "Model output";
       $("revision").classList.toggle("fixed", !!head && !original);
+      $("history").hidden = !ann || !!ann.failed || !ann.revisions;
+      showHistory();
       const button = $("view-original");
       button.hidden = !original && !head;
       button.setAttribute("aria-pressed", original ? "true" : "false");
       button.textContent = original ? "Back to the corrected shapes" : "Show the model's original";
     }
+
+    /** The frame's kept revisions, oldest first, with who made each and when (read when the History is open). */
+    async function showHistory() {
+      if (!$("history").open || $("history").hidden || !shown || !shown.ann) return;
+      const frame = shown.rec.frame, list = $("history-list");
+      let revisions;
+      try { revisions = await api(`/api/jobs/${JOB}/frames/${frame}/annotations/revisions`); }
+      catch (e) { list.replaceChildren(el("li", {class: "error", text: e.message})); return; }
+      if (!shown || shown.rec.frame !== frame) return;
+      const head = shown.ann.head ?? shown.ann.revision ?? 0;
+      list.replaceChildren(...revisions.map(r => el("li", {class: r.undone ? "undone" : null,
+                                                           "aria-current": r.revision === head ? "true" : null},
+        r.revision ? `Revision ${r.revision}: ${r.change}` : "Model output",
+        r.author ? ` by ${r.author}` : "", r.time ? ` · ${Prelabel.ago(r.time)}` : "",
+        r.undone ? " (undone)" : r.revision === head ? " (current)" : "")));
+    }
+    $("history").addEventListener("toggle", showHistory);
 
     /** The legend: one toggle a label, in its colour, with its count on this frame. */
     function legend(shapes) {
