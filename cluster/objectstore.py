@@ -50,6 +50,11 @@ class Keys:
     def revision_prefix(job_id: str) -> str:
         return f"jobs/{job_id}/revisions/"
 
+    @staticmethod
+    def evaluation(job_id: str) -> str:
+        """The job's last quality report (JSON), replaced by the next one."""
+        return f"jobs/{job_id}/evaluation.json"
+
 
 class ObjectStore:
     def __init__(self, settings: Settings) -> None:

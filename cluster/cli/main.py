@@ -441,6 +441,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cluster.cli.evaluate import cmd_evaluate as evaluate
+
+    return evaluate(_client(), args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from cluster.cli.export import export_job
     from cluster.cli.progress import wait_for
@@ -611,6 +617,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--partial", action="store_true", help="export a job that has not finished: what is done so far")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("evaluate", help="a job's quality report against a ground truth (mAP, precision, recall)")
+    s.add_argument("job", help="the job's id")
+    s.add_argument("--ground-truth", required=True, metavar="FILE",
+                   help="COCO JSON or CVAT XML (CVAT for images) of some of the dataset's frames")
+    add_json_flag(s)
+    s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("demo", help="the whole path on real data, from nothing to exports")
     s.add_argument("--data-dir", help="the data directory of the cluster it starts when none runs")

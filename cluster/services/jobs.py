@@ -169,6 +169,7 @@ def delete_job(store: Store, objects: ObjectStore, user: User, job_id: str, *,
     for pending in dict.fromkeys([job["id"], *store.jobs.purge_pending()]):
         objects.delete_prefix(Keys.chunk_prefix(pending))
         objects.delete_prefix(Keys.revision_prefix(pending))
+        objects.delete(Keys.evaluation(pending))
         store.jobs.purged(pending)
     return job
 

@@ -332,6 +332,53 @@ SCHEMAS: dict[str, Any] = {
             "type": "object", "required": ["resent_chunks"],
             "properties": {"resent_chunks": {"type": "array", "items": {"type": "integer"}}}}],
     },
+    # -- quality report (h10)
+    "QualityReport": {
+        "type": "object",
+        "description": "A job's shapes against a ground truth (docs/api.md \"Quality report\"): COCOeval's box and "
+                       "mask mAP@[.5:.95] and AP50, and precision and recall at IoU 0.5 counting the shapes at or "
+                       "above the job's threshold; null where a figure has nothing to count.",
+        "required": ["job", "created_at", "threshold", "iou_threshold", "ground_truth", "labels", "box", "mask",
+                     "worst_frames"],
+        "properties": {
+            "job": {"type": "string"}, "created_at": {"type": "number"},
+            "threshold": {"type": "number"}, "iou_threshold": {"type": "number"},
+            "ground_truth": {"type": "object", "required": ["format", "images", "matched", "unmatched"], "properties": {
+                "format": {"type": "string", "enum": ["coco", "cvat"]}, "images": {"type": "integer"},
+                "matched": {"type": "integer"}, "unmatched": {"type": "integer"},
+                "unmatched_names": {"type": "array", "items": {"type": "string"}},
+                "duplicate_names": {"type": "array", "items": {"type": "string"}},
+                "shapes": {"type": "integer"},
+                "skipped": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+            "model_shapes_skipped": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "labels": {"type": "object", "required": ["evaluated"], "properties": {
+                "evaluated": {"type": "array", "items": {"type": "string"}},
+                "only_in_ground_truth": {"type": "array", "items": {"type": "object", "properties": {
+                    "label": {"type": "string"}, "shapes": {"type": "integer"}}}},
+                "only_in_model": {"type": "array", "items": {"type": "object", "properties": {
+                    "label": {"type": "string"}, "shapes": {"type": "integer"}}}}}},
+            "box": _ref("QualityFigures"), "mask": _ref("QualityFigures"),
+            "worst_frames": {"type": "array", "maxItems": 10, "items": {
+                "type": "object", "required": ["frame", "name", "f1", "tp", "fp", "fn"], "properties": {
+                    "frame": {"type": "integer"}, "name": {"type": "string"}, "f1": {"type": "number"},
+                    "tp": {"type": "integer"}, "fp": {"type": "integer"}, "fn": {"type": "integer"}}}},
+        },
+    },
+    "QualityFigures": {
+        "type": "object",
+        "required": ["map", "ap50", "labels"],
+        "properties": {
+            "map": {"type": ["number", "null"]}, "ap50": {"type": ["number", "null"]},
+            "labels": {"type": "array", "items": {"type": "object", "required": ["label", "ap", "ap50", "precision",
+                                                                              "recall", "tp", "fp", "fn"],
+                                                  "properties": {
+                "label": {"type": "string"}, "ap": {"type": ["number", "null"]}, "ap50": {"type": ["number", "null"]},
+                "precision": {"type": ["number", "null"]}, "recall": {"type": ["number", "null"]},
+                "tp": {"type": "integer"}, "fp": {"type": "integer"}, "fn": {"type": "integer"},
+                "ground_truth": {"type": "integer"}}}},
+        },
+    },
+    # -- end quality report
     "FailedFrame": {
         "type": "object",
         "required": ["frame"],
@@ -610,6 +657,21 @@ def _paths() -> dict[str, Any]:
             {"200": _json(_ref("ResentJob"), "the job, with the chunks sent again"), "403": forbidden,
              "404": missing, "409": conflict}, params=[_JOB], tag="jobs")},
         # -- end recovery
+        # -- quality report (h10)
+        "/api/jobs/{job_id}/evaluation": {
+            "post": _op("Measure a job against a ground truth (COCO JSON or CVAT XML of some of its frames, matched "
+                        "by file name, labels by name): box and mask mAP, AP50, precision and recall per label at "
+                        "the job's threshold, the frames where the model disagrees most; kept as the job's last "
+                        "report", {"200": _json(_ref("QualityReport"), "the report"), "400": bad, "404": missing,
+                                   "413": too_large}, params=[_JOB], tag="jobs",
+                        body={"required": True, "content": {"multipart/form-data": {"schema": {
+                            "type": "object", "required": ["ground_truth"],
+                            "properties": {"ground_truth": {"type": "string", "format": "binary"}}}}}}),
+            "get": _op("The job's last quality report (404 until one was made)",
+                       {"200": _json(_ref("QualityReport"), "the last report"), "404": missing},
+                       params=[_JOB], tag="jobs"),
+        },
+        # -- end quality report
         # -- corrections (h4)
         **_corrections_paths(),
         # -- end corrections
