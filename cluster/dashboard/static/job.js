@@ -82,6 +82,7 @@
     tbody.replaceChildren(...(rows.length ? rows.map(failedRow)
       : [el("tr", {class: "empty"}, el("td", {colspan: 3, text: "No frame has failed."}))]));
     failedAll.forEach(f => { failedSeen.add(f.frame); review.markFailed(f.frame); });
+    if (reload) review.failedChanged();
     const pager = $("failed-pager");
     pager.hidden = count <= FAILED_PAGE;
     pager.querySelector(".where").textContent =
@@ -350,11 +351,13 @@
       if (n !== null) select(n);
     }
 
+    let listing = false;  // setFailedOnly draws the list itself
     async function setFailedOnly(on) {
       failedOnly = on;
       $("failed-only").checked = on;
       if (on) {
-        await loadFailed(failedAll === null);
+        listing = true;
+        try { await loadFailed(failedAll === null); } finally { listing = false; }
         const failed = failedList();
         if (failed.length && !failed.some(f => f.frame === current)) {
           page = -1;
@@ -436,7 +439,10 @@
       select(inJob(first) ? first : START, {keepHash: !m});
       if (job.frames_done) loadCorrections();  // frames are corrected once annotated
     }
-    return {select, markFailed, retryPending, start};
+    /** Frames failed since the list was drawn: in "failed frames only", they join it. */
+    function failedChanged() { if (failedOnly && !listing) relist(); }
+
+    return {select, markFailed, retryPending, start, failedChanged};
   })();
 
   review.start();
