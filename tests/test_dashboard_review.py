@@ -403,6 +403,19 @@ def test_drawing_a_box_adds_it_with_the_chosen_label(page, world):
     assert added["type"] == "rectangle" and added["label"] == "3"
     assert added["points"] == pytest.approx([30, 80, 70, 110], abs=1)
     expect(page.locator("#overlay rect.shape-rectangle")).to_have_count(3)
+    expect(page.locator("#draw-box")).to_have_attribute("aria-pressed", "false")  # one box a press
+
+    # from the keyboard: Escape leaves the mode, Enter on the viewer places a box in the middle
+    page.click("#draw-box")
+    page.locator("#viewer").focus()
+    page.keyboard.press("Escape")
+    expect(page.locator("#draw-box")).to_have_attribute("aria-pressed", "false")
+    page.click("#draw-box")
+    page.locator("#viewer").focus()
+    page.keyboard.press("Enter")
+    _saved(page, 2)
+    placed = _annotations(world, 3)["shapes"][-1]
+    assert placed["type"] == "rectangle" and placed["points"] == pytest.approx([60, 45, 100, 75], abs=1)
 
 
 def test_undo_brings_back_the_previous_revision(page, world):

@@ -395,6 +395,7 @@ const PrelabelEditor = (() => {
       const onHandle = e.target.classList.contains("handle"), onShape = e.target.dataset && e.target.dataset.index !== undefined;
       if (!onHandle && !onShape) {
         if (e.key === "Enter" && drawing) { addBoxInView(); e.preventDefault(); }
+        if (e.key === "Escape" && drawing) { drawing = false; decorate(); say(""); e.preventDefault(); }
         return;
       }
       const move = KEY_MOVES[e.key];
@@ -429,7 +430,7 @@ const PrelabelEditor = (() => {
     });
     $("undo").addEventListener("click", undo);
     $("draw-box").addEventListener("click", () => { drawing = !drawing; if (drawing) choose(null); else decorate();
-      say(drawing ? "Drag a rectangle on the frame to draw a box (or press Enter on the viewer to place one)." : ""); });
+      say(drawing ? "Drag a rectangle on the frame to draw a box (or press Enter on the viewer to place one; Escape stops drawing)." : ""); });
     $("add-box").addEventListener("click", addBoxInView);
     $("add-vertex").addEventListener("click", () => addVertex(null));
     $("delete-vertex").addEventListener("click", () => deleteVertex());
