@@ -236,8 +236,9 @@ def _tab_to(page, selector: str, *, back: bool = False, most: int = 80) -> None:
 
 
 def test_the_whole_flow_works_from_the_keyboard_with_the_focus_always_seen(page, world):
-    """Log in, skip to the content, start a job from the form, page through its frames on its page
-    and log out: Tab, Enter, arrows and typing only (page.keyboard), the focus ring seen at every stop."""
+    """Log in, make a dataset and upload files into it, skip to the content, start a job from the form,
+    page through its frames on its page and log out: Tab, Enter, Space, arrows and typing only
+    (page.keyboard; the file dialog answered by Playwright), the focus ring seen at every stop."""
     from playwright.sync_api import expect
 
     client = world["client"]
@@ -249,6 +250,26 @@ def test_the_whole_flow_works_from_the_keyboard_with_the_focus_always_seen(page,
     page.keyboard.press("Enter")
     expect(page.locator("h1")).to_have_text("Jobs")
 
+    # a new dataset from the header's Datasets link, its files picked from the keyboard too
+    _tab_to(page, 'header nav a[href="/datasets"]')
+    page.keyboard.press("Enter")
+    expect(page.locator("h1")).to_have_text("Datasets")
+    _tab_to(page, "#f-name")
+    page.keyboard.type("keyed")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/datasets/[0-9a-f]{12}$"))
+    _tab_to(page, "#pick-files")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files(files=[{"name": f"k{i}.png", "mimeType": "image/png", "buffer": _png(i)} for i in range(2)])
+    _tab_to(page, "#upload-start")
+    page.keyboard.press("Enter")
+    expect(page.locator("#upload-1 .status")).to_contain_text("2 frames added")
+    expect(page.locator("#frame-count")).to_have_text("2")
+    _tab_to(page, 'header nav a[href="/"]', back=True)
+    page.keyboard.press("Enter")
+    expect(page.locator("h1")).to_have_text("Jobs")
+
     # the first stop is the skip link; it jumps past the header to the form
     page.keyboard.press("Tab")
     expect(page.locator(".skip-link")).to_be_focused()
@@ -257,6 +278,8 @@ def test_the_whole_flow_works_from_the_keyboard_with_the_focus_always_seen(page,
     page.keyboard.press("Tab")
     expect(page.locator("#f-dataset")).to_be_focused()
     _focus_seen(page)
+    page.keyboard.type("sixty")  # a closed select's type-ahead
+    expect(page.locator("#f-dataset")).to_have_value(world["dataset"]["id"])
     _tab_to(page, "#f-frames")
     page.keyboard.type("all")
     _tab_to(page, "#f-threshold")
