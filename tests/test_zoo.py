@@ -64,9 +64,10 @@ def script():
 
 @pytest.fixture(scope="session")
 def zoo_cache(tmp_path_factory) -> Path:
-    """Where wheels are kept; PRELABEL_TEST_CACHE keeps them across test runs."""
+    """Where wheels are kept; PRELABEL_TEST_CACHE keeps them across test runs. The same directory as
+    test_zoo_faces.py and test_zoo_pose.py use: the mediapipe wheel is downloaded once a session."""
     configured = os.environ.get("PRELABEL_TEST_CACHE")
-    return Path(configured) if configured else tmp_path_factory.mktemp("zoo-cache")
+    return Path(configured) if configured else tmp_path_factory.getbasetemp() / "zoo-cache-mediapipe"
 
 
 @pytest.fixture(scope="session")
