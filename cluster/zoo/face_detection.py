@@ -11,9 +11,12 @@ detections with MediaPipe's weighted non-maximum suppression.
 One difference from MediaPipe's graph: MediaPipe letterboxes the frame into the square input (keeps
 its aspect ratio, pads with black) whereas Prelabel's preprocessing stretches it to 128x128. The two
 are the same on square frames; on wide ones faces reach the model narrower than they are (a 16:9
-frame squeezes them to 56% of their width). The script maps the detections back through the stretch,
-so coordinates are in the frame's own pixels either way. The short-range model is meant for faces
-filling a good part of the frame (within about 2 m of a camera).
+frame squeezes them to 56% of their width) and score lower (the astronaut's face, 0.92 on her square
+photograph, 0.93 padded to 4:3, 0.59 padded to 1.9:1). The script maps the detections back through
+the stretch, keypoints exactly and boxes as squares of the regressed box's area (BlazeFace's boxes
+are square), so coordinates are in the frame's own pixels either way. Letterboxing needs a fit mode
+in ``cluster.models.preprocessing`` that it does not have yet. The short-range model is meant for
+faces filling a good part of the frame (within about 2 m of a camera).
 """
 
 from __future__ import annotations
