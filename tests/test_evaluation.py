@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import browsing
 import numpy as np
 import pytest
+from browsing import WIDTHS, assert_accessible, log_in, needs_chromium, screenshot
 from cluster_fixtures import new_user, noise_jpeg, register, tiny_model, wait_job
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -20,6 +22,8 @@ from pycocotools.cocoeval import COCOeval
 
 from cluster.client import ApiClient, ApiError
 from cluster.quality.names import frame_key
+
+browser, page = browsing.browser, browsing.page  # the shared fixtures, used by name below
 
 LABELS = {"1": "person", "2": "car", "3": "dog"}
 # What the model draws on each 64x48 frame (f003 is not in the ground truth). The dog's mask is rows
@@ -233,3 +237,49 @@ def test_video_frames_match_as_stored_and_as_exports_name_them():
     stored = frame_key("clip.mp4#000004")
     assert stored == frame_key("clip/frame_000004") == frame_key("clip/frame_000004.png") == frame_key("clip.mp4#4")
     assert stored != frame_key("clip.mp4#000005") and frame_key("set/a.jpg") == "set/a.jpg"
+
+
+@needs_chromium
+def test_the_job_page_shows_the_last_report_and_evaluates_an_uploaded_ground_truth(world, page, tmp_path):
+    """The form posts the file; the report shows as tables (boxes, masks, the worst frames) that
+    people read at 1440 and 390 px, keyboard and screen readers included."""
+    from playwright.sync_api import expect
+
+    client, job = world["client"], world["job"]
+    truth = tmp_path / "annotations.xml"
+    truth.write_text(CVAT_XML)
+    bad = tmp_path / "notes.json"
+    bad.write_text('{"images": []}')
+    evaluate(client, job["id"], json.dumps(GROUND_TRUTH).encode())  # the last report, made through the API
+    log_in(page, client.token, f"/jobs/{job['id']}")
+    section = page.locator("#evaluation")
+    expect(section.locator("#evaluation-summary")).to_contain_text("3 of 4 ground-truth frames matched")
+
+    page.set_input_files("#ground-truth", str(bad))
+    page.click("#evaluate")
+    expect(page.locator("#evaluation-error")).to_contain_text("needs 'images' and 'categories'")
+    expect(page.locator("#evaluation-error")).to_be_focused()
+
+    page.set_input_files("#ground-truth", str(truth))
+    page.focus("#ground-truth")
+    page.keyboard.press("Tab")  # from the file input to the button, then Enter: no mouse needed
+    expect(page.locator("#evaluate")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#evaluation-status")).to_have_text("Report updated.")
+    report = client.get(f"/api/jobs/{job['id']}/evaluation")
+    assert report["ground_truth"]["format"] == "cvat"
+    expect(section.locator("#evaluation-summary")).to_contain_text("(CVAT, 5 shapes)")
+    expect(section.locator("h3").first).to_have_text(
+        f"Boxes: mAP {report['box']['map']:.3f}, AP50 {report['box']['ap50']:.3f}")
+    car = section.locator("table").first.locator("tr", has_text="car")
+    expect(car.locator("td")).to_have_text(["car", f"{report['box']['labels'][1]['ap']:.3f}",
+                                            f"{report['box']['labels'][1]['ap50']:.3f}", "0.500", "1.000", "1", "1",
+                                            "0"])
+    expect(section.locator("table").last.locator("tbody tr").first.locator("td").nth(1)).to_have_text("f002.jpg")
+    expect(page.locator("#evaluation-error")).to_be_hidden()
+    section.scroll_into_view_if_needed()
+    for width, height in (WIDTHS["desktop"], WIDTHS["phone"]):
+        page.set_viewport_size({"width": width, "height": height})
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert_accessible(page, f"the job page with its quality report at {width} px")
+        screenshot(page, "job-quality-report")
