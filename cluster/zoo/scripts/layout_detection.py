@@ -106,8 +106,11 @@ def _candidates(outputs, threshold):
     for stride in STRIDES:
         scores, dist, cols = _level_outputs(outputs, stride)
         best = scores.max(axis=1)
-        top = np.argsort(best)[::-1][:NMS_TOP_K]
-        top = top[best[top] > threshold]  # the others cannot pass any class's threshold
+        # The level's NMS_TOP_K best anchors that pass the threshold in some class: the same set as
+        # rapid-layout's "top 1000, then the threshold", without sorting the whole level.
+        top = np.flatnonzero(best > threshold)
+        if len(top) > NMS_TOP_K:
+            top = top[np.argsort(best[top], kind="stable")[::-1][:NMS_TOP_K]]
         if len(top) == 0:
             continue
         bins = dist.shape[1] // 4
