@@ -376,6 +376,10 @@ def test_changing_a_shapes_label_and_deleting_a_shape(page, world):
 
     page.locator(f'#shapes-table .row-select[data-row="{MASK}"]').click()  # a mask: label and deletion only
     expect(page.locator("#add-vertex")).to_be_disabled()
+    expect(page.locator(f'#overlay [data-index="{MASK}"]')).to_be_focused()
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#edit-status")).to_have_text("A mask takes a label change or deletion only.")
+    expect(page.locator("#overlay")).to_have_attribute("data-frame", "1")  # nor did the arrow change the frame
     page.locator(f'#shapes-table .row-select[data-row="{PERSON_BOX}"]').click()
     page.click("#delete-shape")
     _saved(page, 2)

@@ -236,7 +236,8 @@ const PrelabelEditor = (() => {
 
     function moveBy(dx, dy) {
       const sh = shape();
-      if (!sh || sh.type === "mask" || sh.type === "tag") return;
+      if (!sh) return;
+      if (sh.type === "mask" || sh.type === "tag") { say(`A ${sh.type} takes a label change or deletion only.`); return; }
       const p = draft && draft.index === sel && draft.ctx === cur ? draft.points : [...sh.points];
       if (vertex !== null && document.activeElement && document.activeElement.classList.contains("handle")) {
         const [x, y] = vertices({...sh, points: p})[vertex];
