@@ -283,3 +283,29 @@ def test_the_job_page_shows_the_last_report_and_evaluates_an_uploaded_ground_tru
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         assert_accessible(page, f"the job page with its quality report at {width} px")
         screenshot(page, "job-quality-report")
+
+
+def test_rles_are_checked_before_pycocotools_paints_them():
+    """A compressed RLE read back to the run lengths pycocotools wrote; counts that do not cover the
+    image (pycocotools would write past its buffer) and far-away polygons are a clear refusal."""
+    from cluster.annotations import rle as coco_rle
+    from cluster.errors import InvalidInput
+    from cluster.quality.annotations import _compressed_counts, read_annotations
+
+    mask = np.random.default_rng(3).random((31, 17)) > 0.6
+    compressed = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
+    assert _compressed_counts(compressed) == coco_rle.encode(mask)["counts"]
+
+    def coco(segmentation: Any) -> bytes:
+        return json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 17, "height": 31}],
+                           "categories": [{"id": 1, "name": "dog"}],
+                           "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                                            "segmentation": segmentation}]}).encode()
+
+    assert read_annotations(coco({"size": [31, 17], "counts": compressed})).images[0].instances[0].bbox
+    for bad, message in [({"size": [31, 17], "counts": [0, 10_000]}, "cover the image"),
+                         ({"size": [31, 17], "counts": compressed + "7"}, "cover the image|cannot be read"),
+                         ({"size": ["31", 17], "counts": [527]}, "is not the image's"),
+                         ([[0, 0, 1e9, 0, 1e9, 1e9]], "outside it")]:
+        with pytest.raises(InvalidInput, match=message):
+            read_annotations(coco(bad))

@@ -18,11 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from cluster.config import Settings
 from cluster.errors import InvalidInput
 from cluster.export.cvat import cvat_decode
 from cluster.quality.pycoco import mask_utils
 
-MAX_PROBLEMS = 10
+#: The largest ground-truth image: as the largest frame a dataset takes (PRELABEL_MAX_FRAME_PIXELS'
+#: default); a mask is painted at the image's size.
+MAX_PIXELS = Settings.max_frame_pixels
 
 
 @dataclass
@@ -75,6 +78,56 @@ def _number(value: Any, what: str) -> float:
     return float(value)
 
 
+def _image(name: str, width: Any, height: Any, where: str, ident: Any = None) -> Image:
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height)):
+        raise InvalidInput(f"{where} needs a positive width and height")
+    if width * height > MAX_PIXELS:
+        raise InvalidInput(f"{where} is {width}x{height}: larger than any frame ({MAX_PIXELS} pixels)")
+    return Image(name, width, height, ident=ident)
+
+
+def _inside(xs: list[float], ys: list[float], image: Image, where: str) -> None:
+    """Coordinates at most one image size outside the image: pycocotools paints polygons at their size."""
+    if not all(-image.width <= x <= 2 * image.width for x in xs) or \
+            not all(-image.height <= y <= 2 * image.height for y in ys):
+        raise InvalidInput(f"{where}: a coordinate lies more than the image's size outside it")
+
+
+def _compressed_counts(text: str) -> list[int]:
+    """COCO's compressed RLE string as run lengths (pycocotools' rleFrString, read here so that a bad
+    string is refused before pycocotools paints it)."""
+    counts: list[int] = []
+    p = 0
+    while p < len(text):
+        x = k = 0
+        more = True
+        while more:
+            if p >= len(text):
+                raise ValueError("the string ends inside a number")
+            c = ord(text[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def _check_rle(counts: Any, image: Image, where: str) -> None:
+    try:
+        runs = _compressed_counts(counts) if isinstance(counts, str) else counts
+    except ValueError as exc:
+        raise InvalidInput(f"{where}: its RLE cannot be read: {exc}") from None
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in runs) or \
+            sum(runs) != image.width * image.height:
+        raise InvalidInput(f"{where}: its RLE counts must be non-negative and cover the image's "
+                           f"{image.width}x{image.height} pixels")
+
+
 def _ident(value: Any, what: str) -> int | str:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise InvalidInput(f"{what} must be an integer or a string, got {value!r:.40}")
@@ -84,12 +137,15 @@ def _ident(value: Any, what: str) -> int | str:
 def _coco_segmentation(seg: Any, bbox: list[float] | None, image: Image, where: str) -> tuple[list[float], Any]:
     """The instance's box and segmentation; an RLE's and a polygon's box from pycocotools when the
     file gives none."""
+    if bbox is not None:
+        _inside([bbox[0], bbox[0] + bbox[2]], [bbox[1], bbox[1] + bbox[3]], image, where)
     if isinstance(seg, dict):
         counts, size = seg.get("counts"), seg.get("size")
         if not (isinstance(size, list) and len(size) == 2 and isinstance(counts, list | str)):
             raise InvalidInput(f"{where}: an RLE segmentation needs 'size' [h, w] and 'counts'")
-        if [int(size[0]), int(size[1])] != [image.height, image.width]:
+        if size != [image.height, image.width]:
             raise InvalidInput(f"{where}: its RLE size {size} is not the image's {image.height}x{image.width}")
+        _check_rle(counts, image, where)
         try:
             rle = mask_utils().frPyObjects(seg, image.height, image.width) if isinstance(counts, list) else seg
             box = [float(v) for v in mask_utils().toBbox(rle)]
@@ -102,6 +158,7 @@ def _coco_segmentation(seg: Any, bbox: list[float] | None, image: Image, where: 
             raise InvalidInput(f"{where}: its polygons have fewer than 3 points")
         xs = [v for p in polygons for v in p[0::2]]
         ys = [v for p in polygons for v in p[1::2]]
+        _inside(xs, ys, image, where)
         return (bbox or [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]), polygons
     if bbox is None:
         raise InvalidInput(f"{where}: it has neither a bbox nor a segmentation")
@@ -121,12 +178,9 @@ def read_coco(doc: Any) -> Annotations:
     for img in doc["images"]:
         if not isinstance(img, dict) or not isinstance(img.get("file_name"), str) or "id" not in img:
             raise InvalidInput(f"a COCO image needs an id and a file_name: {img!r:.80}")
-        width, height = img.get("width"), img.get("height")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height)):
-            raise InvalidInput(f"COCO image {img['file_name']!r:.80} needs a positive width and height")
-        assert isinstance(width, int) and isinstance(height, int)
-        images[_ident(img["id"], "an image id")] = Image(img["file_name"], width, height,
-                                  ident=img["id"] if isinstance(img["id"], int) else None)
+        ident = _ident(img["id"], "an image id")
+        images[ident] = _image(img["file_name"], img.get("width"), img.get("height"),
+                               f"COCO image {img['file_name']!r:.80}", ident if isinstance(ident, int) else None)
     out = Annotations("coco", list(images.values()), list(dict.fromkeys(categories.values())))
     anns = doc.get("annotations") or []
     if not isinstance(anns, list):
@@ -177,6 +231,7 @@ def _cvat_instance(el: ET.Element, image: Image, where: str) -> Instance | None:
         raise InvalidInput(f"{where}: <{el.tag}> has no label")
     if el.tag == "box":
         x1, y1, x2, y2 = _floats(el, ("xtl", "ytl", "xbr", "ybr"), where)
+        _inside([x1, x2], [y1, y2], image, where)
         return Instance(label, [x1, y1, x2 - x1, y2 - y1], [[x1, y1, x2, y1, x2, y2, x1, y2]])
     if el.tag == "polygon":
         try:
@@ -186,6 +241,7 @@ def _cvat_instance(el: ET.Element, image: Image, where: str) -> Instance | None:
         if len(points) < 6 or len(points) % 2 or not all(math.isfinite(v) for v in points):
             raise InvalidInput(f"{where}: a <polygon> needs at least 3 finite points")
         xs, ys = points[0::2], points[1::2]
+        _inside(xs, ys, image, where)
         return Instance(label, [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)], [points])
     if el.tag == "mask":
         left, top, width, height = (int(v) for v in _floats(el, ("left", "top", "width", "height"), where))
@@ -193,8 +249,9 @@ def _cvat_instance(el: ET.Element, image: Image, where: str) -> Instance | None:
             runs = [int(v) for v in (el.get("rle") or "").split(",")]
         except ValueError:
             raise InvalidInput(f"{where}: a <mask>'s rle must be comma-separated integers") from None
-        if left < 0 or top < 0 or width < 1 or height < 1:
-            raise InvalidInput(f"{where}: a <mask>'s box is outside the image")
+        if left < 0 or top < 0 or width < 1 or height < 1 or left + width > image.width or \
+                top + height > image.height:
+            raise InvalidInput(f"{where}: a <mask>'s box is not inside the image")
         mask = cvat_decode(runs, left, top, width, height, image.width, image.height)
         rle = mask_utils().encode(np.asfortranarray(mask.astype(np.uint8)))
         box = [float(v) for v in mask_utils().toBbox(rle)]
@@ -214,11 +271,9 @@ def read_cvat(data: bytes) -> Annotations:
     for img in root.iter("image"):
         where = f"image {img.get('name')!r:.80}"
         try:
-            image = Image(img.attrib["name"], int(img.attrib["width"]), int(img.attrib["height"]))
+            image = _image(img.attrib["name"], int(img.attrib["width"]), int(img.attrib["height"]), where)
         except (KeyError, ValueError):
             raise InvalidInput(f"{where}: <image> needs a name, a width and a height") from None
-        if image.width < 1 or image.height < 1:
-            raise InvalidInput(f"{where}: its width and height must be positive")
         for el in img:
             instance = _cvat_instance(el, image, where)
             if instance is None:
