@@ -141,7 +141,7 @@ def world(cluster, tmp_path_factory) -> dict[str, Any]:
     assert job["state"] == "completed" and job["frames_done"] == 4
     frame = f"/api/jobs/{job['id']}/frames/0/annotations"
     client.request("PATCH", f"{frame}/shapes/1", json={"base_revision": 0, "points": CORRECTED_CAR})
-    return {"client": client, "job": job, "cluster": cluster}
+    return {"client": client, "job": job, "cluster": cluster, "dataset": dataset["id"], "model": model["id"]}
 
 
 def evaluate(client: ApiClient, job_id: str, data: bytes, name: str = "truth.json") -> dict[str, Any]:
@@ -309,3 +309,16 @@ def test_rles_are_checked_before_pycocotools_paints_them():
                          ([[0, 0, 1e9, 0, 1e9, 1e9]], "outside it")]:
         with pytest.raises(InvalidInput, match=message):
             read_annotations(coco(bad))
+
+
+def test_a_jobs_report_goes_with_the_job(world):
+    from cluster.objectstore import Keys, open_object_store
+
+    client = world["client"]
+    job = client.post("/api/jobs", json={"dataset": world["dataset"], "model": world["model"], "frames": "0-1"})
+    wait_job(client, job["id"])
+    evaluate(client, job["id"], json.dumps(GROUND_TRUTH).encode())
+    objects = open_object_store(world["cluster"])
+    assert objects.exists(Keys.evaluation(job["id"]))
+    client.delete(f"/api/jobs/{job['id']}")
+    assert not objects.exists(Keys.evaluation(job["id"]))
