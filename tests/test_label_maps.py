@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 
+import browsing
 import pytest
+from browsing import log_in, needs_chromium
 
 from cluster.errors import InvalidInput
 from cluster.models.labels import parse_label_map
+
+browser, page = browsing.browser, browsing.page  # the shared fixtures, used by name below
 
 # Modelled on CVAT's serverless/openvino/omz/public/faster_rcnn_inception_resnet_v2_atrous_coco/nuclio/
 # function.yaml: the labels are a JSON string in metadata.annotations.spec (newer functions add a
@@ -122,14 +126,24 @@ def test_prelabel_script_run_reads_a_function_yaml_as_its_labels(tmp_path):
     assert _load_labels(str(path)) == EXPECTED
 
 
-def test_registering_a_model_with_a_function_yaml_keeps_its_labels(cluster, tmp_path):
-    """Through the API as the dashboard's form sends it: the function.yaml file in the `labels` field."""
+@needs_chromium
+def test_the_dashboards_model_form_registers_a_model_with_a_function_yaml(page, cluster, tmp_path):
+    """The form posts the chosen file as it is; the server reads the function.yaml's labels."""
     from cluster_fixtures import new_user, tiny_model
+    from playwright.sync_api import expect
 
-    _, api = new_user(cluster)
+    _, client = new_user(cluster)
     xml, bin_ = tiny_model(tmp_path)
-    files = [("model", (xml.name, xml.read_bytes())), ("weights", (bin_.name, bin_.read_bytes())),
-             ("labels", ("function.yaml", FUNCTION_YAML.encode())),
-             ("script", ("script.py", b"def interpret(outputs, frame, labels, context):\n    return []\n"))]
-    model = api.post("/api/models", files=files, data={"name": "faster-rcnn-labels"})
-    assert model["labels"] == EXPECTED
+    log_in(page, client.token, "/models")
+    page.fill("#r-name", "faster-rcnn-labels")
+    for field, name, data in [("#r-model", xml.name, xml.read_bytes()), ("#r-weights", bin_.name, bin_.read_bytes()),
+                              ("#r-labels", "function.yaml", FUNCTION_YAML.encode()),
+                              ("#r-script", "interp.py", b"def interpret(outputs, frame, labels, context):\n"
+                                                         b"    return []\n")]:
+        page.set_input_files(field, files=[{"name": name, "mimeType": "application/octet-stream", "buffer": data}])
+    expect(page.locator("#labels-error")).to_be_hidden()
+    page.click("#register-submit")
+    expect(page.locator("#register-status")).to_have_text("Registered model faster-rcnn-labels.", timeout=120_000)
+    expect(page.locator("#models tr[data-name=faster-rcnn-labels] .labels")).to_have_text(
+        "person, bicycle, car, toothbrush")
+    assert client.get("/api/models/faster-rcnn-labels")["labels"] == EXPECTED
