@@ -122,7 +122,7 @@ def test_coco_loads_in_pycocotools_and_masks_are_exact(tmp_path, frames, coins, 
     images = coco.loadImgs(coco.getImgIds())
     assert [(i["id"], i["file_name"], i["width"], i["height"]) for i in images] == [
         (1, "set/coins.png", 384, 303), (3, "horse.jpg", 400, 328),
-        (4, "video.mp4#000003", 512, 512), (5, "empty.jpg", 64, 48)]
+        (4, "video.mp4/frame_000003.jpg", 512, 512), (5, "empty.jpg", 64, 48)]
 
     anns = coco.loadAnns(coco.getAnnIds())
     assert [a["id"] for a in anns] == [1, 2, 3, 4, 5]
@@ -206,7 +206,7 @@ def test_cvat_xml_parses_and_masks_round_trip(frames, coins, horse, camera):
     images = root.findall("image")
     assert [(i.get("id"), i.get("name"), i.get("width"), i.get("height")) for i in images] == [
         ("0", "set/coins.png", "384", "303"), ("2", "horse.jpg", "400", "328"),
-        ("3", "video.mp4#000003", "512", "512"), ("4", "empty.jpg", "64", "48")]
+        ("3", "video.mp4/frame_000003.jpg", "512", "512"), ("4", "empty.jpg", "64", "48")]
     first = images[0]
     assert [child.tag for child in first] == ["mask", "polygon", "box", "polyline", "points", "tag"]
 
@@ -268,14 +268,14 @@ def test_png_masks(tmp_path, frames, coins, horse, camera):
                                "tag has no area": 1}
     with zipfile.ZipFile(path) as zf:
         assert zf.namelist() == ["labels.txt", "set_coins.png", "horse.png",
-                                 "video.mp4_000003.png", "empty.png", "failed.txt"]
+                                 "video.mp4_frame_000003.png", "empty.png", "failed.txt"]
         assert zf.read("labels.txt").decode() == (
             "0\tbackground\n1\tcoin\n2\thorse & <rider>\n7\tbox\n")
         assert zf.read("failed.txt").decode() == (
             "1\tbroken--file.jpg\tcorrupt image: bad -- data\n")
 
         assert np.array_equal(_png(zf, "horse.png"), horse.astype(np.uint8) * 2)
-        assert np.array_equal(_png(zf, "video.mp4_000003.png"), camera.astype(np.uint8) * 7)
+        assert np.array_equal(_png(zf, "video.mp4_frame_000003.png"), camera.astype(np.uint8) * 7)
         assert not _png(zf, "empty.png").any() and _png(zf, "empty.png").shape == (48, 64)
 
         # Frame 0, painted in order: coins (1), then the polygon (2), then the box (7).

@@ -16,7 +16,8 @@ from cluster.cli.checks import check_output
 from cluster.client import ApiClient, ApiError
 from cluster.errors import InvalidInput
 
-SUFFIX = {"cvat": ".xml", "coco": ".json", "masks": ".zip"}
+SUFFIX = {"cvat": ".xml", "coco": ".json", "masks": ".zip", "yolo": ".zip", "yolo-seg": ".zip", "datumaro": ".zip",
+          "voc": ".zip"}
 
 
 def export_job(client: ApiClient, job_id: str, fmt: str, output: Path, *, force: bool = False,

@@ -473,6 +473,11 @@ def _version() -> str:
         return "unknown (not installed; pip install -e . makes it known)"
 
 
+#: cluster.services.exports.EXPORTS' names, written out so that the CLI starts without importing the
+#: writers (tests/test_export_datumaro.py checks that the two agree).
+EXPORT_FORMATS = ("cvat", "coco", "masks", "yolo", "yolo-seg", "datumaro", "voc")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="prelabel", description="Auto-annotate image datasets with OpenVINO models.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging, and a traceback for unexpected errors")
@@ -609,8 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="write a job's annotations to a file")
     s.add_argument("job", help="the job's id")
-    s.add_argument("--format", choices=["cvat", "coco", "masks"], required=True,
-                   help="CVAT XML, COCO JSON, or PNG masks (a folder, or a zip when -o ends in .zip)")
+    s.add_argument("--format", choices=EXPORT_FORMATS, required=True,
+                   help="CVAT XML, COCO JSON, PNG masks (a folder, or a zip when -o ends in .zip), or a zip: "
+                        "yolo (boxes), yolo-seg (polygons), datumaro (Datumaro JSON) or voc (Pascal VOC)")
     s.add_argument("-o", "--output", required=True, help="the file (or folder) to write")
     s.add_argument(
         "--force", action="store_true", help="overwrite an existing file (or unpack into a non-empty folder)"

@@ -1,4 +1,5 @@
-"""Annotation exports: CVAT for images 1.1 XML, COCO instances JSON and PNG class masks.
+"""Annotation exports: CVAT for images 1.1 XML, COCO instances JSON, PNG class masks, YOLO (boxes and
+segmentation), Datumaro JSON and Pascal VOC.
 
 Pure, streaming writers over the frame results the workers store (the caller reads them from
 storage and hands over an iterator; memory does not grow with the number of frames, except the
@@ -18,9 +19,10 @@ tag are not needed. A mask's ``rle`` must be sized like the frame.
 
 ``failed``: optional iterable of ``{"frame", "name", "reason"}`` for frames that produced no result.
 
-Names: every frame name written (CVAT ``name``, COCO ``file_name``, failed lists) goes through
-:func:`cluster.datasets.names.safe_name` again, a second line of defence behind ingest: a relative
-path without ``..``, leading ``/``, backslashes or control characters (``frame_000012`` if nothing
+Names: every frame name written (CVAT ``name``, COCO ``file_name``, failed lists...) goes through
+:func:`cluster.datasets.names.safe_name` again, then :mod:`cluster.export.naming` (video frames named
+as CVAT names them, item ids unique). ``safe_name``, a second line of defence behind ingest, gives a
+relative path without ``..``, leading ``/``, backslashes or control characters (``frame_000012`` if nothing
 is left), since tools join these names to a directory of images.
 
 Bad data never aborts an export half-way: an invalid frame or shape is skipped and counted in the
@@ -35,13 +37,19 @@ from __future__ import annotations
 from cluster.annotations.shapes import SHAPE_TYPES
 from cluster.export.coco import write_coco
 from cluster.export.cvat import write_cvat
+from cluster.export.datumaro import write_datumaro
 from cluster.export.masks import write_masks
 from cluster.export.parse import ExportSummary
+from cluster.export.voc import write_voc
+from cluster.export.yolo import write_yolo
 
 __all__ = [
     "ExportSummary",
     "SHAPE_TYPES",
     "write_coco",
     "write_cvat",
+    "write_datumaro",
     "write_masks",
+    "write_voc",
+    "write_yolo",
 ]

@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from cluster.annotations import rle as coco_rle
 from cluster.annotations.shapes import POINT_RULES, SHAPE_TYPES
 from cluster.datasets.names import safe_name
 from cluster.errors import InvalidInput
+from cluster.export.naming import ItemNames, file_name
 
 MAX_PROBLEMS = 20
 #: Kinds whose points the exports do not use, so do not check: a mask's box comes from its RLE.
@@ -38,10 +40,11 @@ class ExportSummary:
 
 class FrameResult(NamedTuple):
     frame: int
-    name: str
+    name: str  # the file name written (cluster.export.naming): unique in the export
     width: int
     height: int
     shapes: list
+    item: str = ""  # the item id: ``name`` without its extension (Datumaro's id)
 
 
 class Shape(NamedTuple):
@@ -88,9 +91,21 @@ def export_name(raw: Any, frame: int) -> str:
     return safe_name(str(raw), fallback=f"frame_{frame:06d}")
 
 
-def iter_frames(frames: Iterable[Mapping[str, Any]],
-                summary: ExportSummary) -> Iterator[FrameResult]:
-    """Validated frames; malformed, duplicate or out-of-order ones are skipped and counted."""
+def iter_frames(frames: Iterable[Mapping[str, Any]], summary: ExportSummary,
+                names: ItemNames | None = None) -> Iterator[FrameResult]:
+    """Validated frames, named for export by ``names`` (:mod:`cluster.export.naming`; a new
+    :class:`ItemNames` by default); malformed, duplicate or out-of-order ones are skipped and counted."""
+    own = names is None
+    names = ItemNames() if names is None else names
+    try:
+        yield from _valid_frames(frames, summary, names)
+    finally:
+        if own:
+            names.close()
+
+
+def _valid_frames(frames: Iterable[Mapping[str, Any]], summary: ExportSummary,
+                  names: ItemNames) -> Iterator[FrameResult]:
     last = None
     for raw in frames:
         try:
@@ -108,7 +123,8 @@ def iter_frames(frames: Iterable[Mapping[str, Any]],
             summary.skip("frame out of order or duplicate", f"frame {frame} after {last}")
             continue
         last = frame
-        yield FrameResult(frame, name, width, height, shapes)
+        item, name = names(name, frame)
+        yield FrameResult(frame, name, width, height, shapes, item)
 
 
 def parse_shape(raw: Any, frame: FrameResult, labels: Mapping[str, str],
@@ -172,7 +188,7 @@ def iter_failed(failed: Iterable[Mapping[str, Any]] | None) -> Iterator[Failed]:
     for raw in failed or ():
         try:
             frame = int(raw["frame"])
-            yield Failed(frame, export_name(raw.get("name", ""), frame), str(raw.get("reason", "")))
+            yield Failed(frame, file_name(export_name(raw.get("name", ""), frame)), str(raw.get("reason", "")))
         except (KeyError, TypeError, ValueError):
             continue
 
@@ -197,3 +213,24 @@ def _where(raw: Any) -> str:
     if isinstance(raw, Mapping):
         return f"frame {raw.get('frame')!r} {raw.get('name')!r}"
     return f"{type(raw).__name__} item"
+
+
+def ordered_labels(labels: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``(label id, name)`` in class-index order for the formats that number classes from 0 (YOLO,
+    Datumaro, VOC): by numeric id when every id is an integer, else in the label map's order."""
+    try:
+        return sorted(labels.items(), key=lambda kv: int(kv[0]))
+    except ValueError:
+        return list(labels.items())
+
+
+def area_box(shape: Shape) -> tuple[float, float, float, float] | None:
+    """``(x1, y1, x2, y2)`` enclosing a rectangle, polygon or mask (pixel-edge coordinates); ``None``
+    for shapes with no area (polylines, points, tags) and for empty masks; ValueError for a bad RLE."""
+    if shape.type == "mask":
+        area, (x1, y1, x2, y2) = coco_rle.area_bbox(shape.rle or {})
+        return (float(x1), float(y1), float(x2), float(y2)) if area else None
+    if shape.type not in ("rectangle", "polygon"):
+        return None
+    xs, ys = shape.points[0::2], shape.points[1::2]
+    return min(xs), min(ys), max(xs), max(ys)

@@ -12,15 +12,19 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from cluster.annotations.chunk_result import AnnotatedFrame, ChunkResult
 from cluster.errors import Conflict, InvalidInput, NotFound
 from cluster.export.coco import write_coco
 from cluster.export.cvat import write_cvat
+from cluster.export.datumaro import write_datumaro
 from cluster.export.masks import write_masks
+from cluster.export.voc import write_voc
+from cluster.export.yolo import write_yolo
 from cluster.jobs.states import JobState
 from cluster.objectstore import ObjectStore
 from cluster.services.jobs import job_labels
@@ -31,6 +35,18 @@ EXPORTS: dict[str, tuple[str, str]] = {
     "cvat": ("application/xml", ".xml"),
     "coco": ("application/json", ".json"),
     "masks": ("application/zip", ".zip"),
+    "yolo": ("application/zip", ".zip"),
+    "yolo-seg": ("application/zip", ".zip"),
+    "datumaro": ("application/zip", ".zip"),
+    "voc": ("application/zip", ".zip"),
+}
+#: The zip formats' writers, each taking (frames, labels, an open ZipFile).
+_ZIP_WRITERS: dict[str, Callable[..., Any]] = {
+    "masks": write_masks,
+    "yolo": write_yolo,
+    "yolo-seg": partial(write_yolo, segmentation=True),
+    "datumaro": write_datumaro,
+    "voc": write_voc,
 }
 
 
@@ -68,9 +84,9 @@ def write_export(objects: ObjectStore, job: dict[str, Any], model: dict[str, Any
     elif fmt == "coco":
         with open(path, "w", encoding="utf-8") as out:
             write_coco(frames, labels, out)
-    elif fmt == "masks":
+    elif fmt in _ZIP_WRITERS:
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as out:
-            write_masks(frames, labels, out)
+            _ZIP_WRITERS[fmt](frames, labels, out)
     else:
         raise ValueError(fmt)
 

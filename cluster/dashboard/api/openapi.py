@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from cluster.jobs.states import JobState
+from cluster.services.exports import EXPORTS
 
 bp = Blueprint("openapi", __name__)
 
@@ -634,15 +635,15 @@ def _paths() -> dict[str, Any]:
             "Cancel a job: no new chunk starts", {"200": _json(_ref("Job"), "the job"), "404": missing,
                                                   "409": conflict}, params=[_JOB], tag="jobs")},
         "/api/jobs/{job_id}/export": {"get": _op(
-            "A job's annotations as CVAT XML, COCO JSON or a zip of masks (refused while the job runs, "
-            "unless partial=1)",
+            "A job's annotations as CVAT XML, COCO JSON, or a zip: PNG masks, YOLO (boxes or segmentation), "
+            "Datumaro JSON or Pascal VOC (refused while the job runs, unless partial=1)",
             {"200": {"description": "the export file", "content": {
                 "application/json": {"schema": {"type": "object"}},
                 "application/xml": {"schema": {"type": "string"}},
                 "application/zip": {"schema": {"type": "string", "format": "binary"}}}},
              "400": bad, "404": missing, "409": conflict},
-            params=[_JOB, _query("format", "cvat, coco (default) or masks",
-                                 {"type": "string", "enum": ["cvat", "coco", "masks"]}),
+            params=[_JOB, _query("format", "cvat, coco (default), masks, yolo, yolo-seg, datumaro or voc",
+                                 {"type": "string", "enum": list(EXPORTS)}),
                     _query("partial", "1: export an unfinished job as it is now",
                            {"type": "string", "enum": ["0", "1", "true", "false"]})],
             tag="jobs")},
