@@ -236,6 +236,7 @@ def test_prelabel_evaluate_prints_the_tables_and_with_json_the_apis_report(world
 def test_video_frames_match_as_stored_and_as_exports_name_them():
     stored = frame_key("clip.mp4#000004")
     assert stored == frame_key("clip/frame_000004") == frame_key("clip/frame_000004.png") == frame_key("clip.mp4#4")
+    assert stored == frame_key("clip.mp4/frame_000004.jpg")  # as the exports name it, extension kept
     assert stored != frame_key("clip.mp4#000005") and frame_key("set/a.jpg") == "set/a.jpg"
 
 
