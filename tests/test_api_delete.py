@@ -100,7 +100,7 @@ def test_an_admin_lists_users_without_their_tokens_and_others_get_403(cluster, w
     users = admin.get("/api/users")
     mine = [u for u in users if u["name"] == world["name"]]
     assert mine and mine[0]["admin"] is False and mine[0]["created_at"] > 0
-    assert all(set(u) <= {"name", "admin", "created_at", "disabled"} for u in users)
+    assert all(set(u) <= {"name", "admin", "created_at", "disabled", "jobs"} for u in users)
     assert world["client"].token not in json.dumps(users)
     r = _status(cluster, world["client"], "GET", "/api/users")
     assert r.status_code == 403 and r.json()["error"] == "forbidden"

@@ -271,9 +271,16 @@ def test_an_orphaned_message_is_requeued_by_the_dashboard_while_no_worker_of_its
             time.sleep(0.2)
         assert client.lrange(queue, 0, -1) == [message_id], (tmp_path / "dashboard.log").read_text()[-2000:]
         assert not client.exists(f"{NAMESPACE}:__acks__.{dead}.annotate.GPU")
-        # The same process serves /metrics on its metrics port only.
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
-            assert b"prelabel_dashboard_metrics_leader" in r.read()
+        # The same process serves /metrics on its metrics port only (its server may still be starting:
+        # the maintenance pass that requeued runs from the first moment).
+        body = b""
+        while not body and time.monotonic() < deadline + 30:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+                    body = r.read()
+            except urllib.error.URLError:
+                time.sleep(0.2)
+        assert b"prelabel_dashboard_metrics_leader" in body, (tmp_path / "dashboard.log").read_text()[-2000:]
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
         assert err.value.code == 404

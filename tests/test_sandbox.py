@@ -369,7 +369,7 @@ HOSTILE_EXPECT: dict[str, dict[str, Any]] = {
     "h11_fork_bomb.py": {"error": r"^PermissionError: \[Errno 1\] Operation not permitted \(script line 14"},
     "h12_thread_bomb.py": {"error": r"^RuntimeError: can't start new thread \(script line 16"},
     "h13_memory_bomb_50gb.py": {"error": r"^memory limit exceeded \(1024 MiB\): .*Unable to allocate 50\.0 GiB"},
-    "h14_memory_bomb_gradual.py": {"error": r"^memory limit exceeded \(1024 MiB\): MemoryError"},
+    "h14_memory_bomb_gradual.py": {"error": r"^memory limit exceeded \(1024 MiB\): MemoryError", "timeout": 30},
     "h15_cpu_infinite_loop.py": {"error": r"^script timed out after 2s$", "timeout": 2, "kind": "timeout"},
     "h16_sleep_forever.py": {"error": r"^script timed out after 2s$", "timeout": 2, "kind": "timeout"},
     "h17_deep_recursion_segfault.py": {"error": r"timed out|memory limit exceeded|RecursionError|SIGSEGV",

@@ -39,7 +39,8 @@ from cluster.local.process import ManagedProcess
 # Timeouts of the development servers that `prelabel up` and the tests start; not a deployment's settings.
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 3.0
-VOLUME_MAX = 100  # default 8 is exhausted by the second bucket (7 volumes per collection) -> HTTP 500
+VOLUME_MAX = 1000  # default 8 is exhausted by the second bucket (7 volumes per collection) -> HTTP 500;
+# a test session makes a bucket per module (dozens), and volumes are created only as collections need them
 S3_ACTIONS = ("Admin", "Read", "Write", "List", "Tagging")
 _COMPONENTS = ("master", "volume", "filer", "s3")
 _START_ATTEMPTS = 3
