@@ -207,3 +207,13 @@ def test_a_second_export_names_every_item_the_same(world):
     assert coco[0] == coco[1]
     assert sorted(i["file_name"] for i in coco[0]) == sorted(
         [*IMAGES, *(f"clip.mp4/frame_{i:06d}.jpg" for i in range(VIDEO_FRAMES))])
+
+
+def test_prelabel_export_writes_a_new_format_as_its_zip(world, tmp_path):
+    from cluster.cli.export import export_job
+
+    path = export_job(world["client"], world["job"]["id"], "voc", tmp_path)
+    assert path.name == f"job-{world['job']['id']}-voc.zip"
+    with zipfile.ZipFile(path) as z:
+        listed = z.read("ImageSets/Main/default.txt").decode().split()
+    assert sorted(listed) == sorted(IDS)
