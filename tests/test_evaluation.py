@@ -252,6 +252,8 @@ def test_the_job_page_shows_the_last_report_and_evaluates_an_uploaded_ground_tru
     bad = tmp_path / "notes.json"
     bad.write_text('{"images": []}')
     evaluate(client, job["id"], json.dumps(GROUND_TRUTH).encode())  # the last report, made through the API
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
     log_in(page, client.token, f"/jobs/{job['id']}")
     section = page.locator("#evaluation")
     expect(section.locator("#evaluation-summary")).to_contain_text("3 of 4 ground-truth frames matched")
@@ -278,6 +280,7 @@ def test_the_job_page_shows_the_last_report_and_evaluates_an_uploaded_ground_tru
                                             "0"])
     expect(section.locator("table").last.locator("tbody tr").first.locator("td").nth(1)).to_have_text("f002.jpg")
     expect(page.locator("#evaluation-error")).to_be_hidden()
+    assert missing == []  # the last report comes with the page
     section.scroll_into_view_if_needed()
     for width, height in (WIDTHS["desktop"], WIDTHS["phone"]):
         page.set_viewport_size({"width": width, "height": height})

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cluster.annotations.chunk_result import AnnotatedFrame
-from cluster.errors import InvalidInput, NotFound
+from cluster.errors import InvalidInput, NotFound, ServiceUnavailable
 from cluster.export.coco import write_coco
 from cluster.jobs.thresholds import DEFAULT_THRESHOLD
 from cluster.objectstore import Keys, ObjectStore
@@ -145,4 +145,15 @@ def last_report(store: Store, objects: ObjectStore, user: User, job_id: str) -> 
         raise NotFound(f"job {job['id']} has no quality report yet: send a ground truth "
                        f"(prelabel evaluate {job['id']} --ground-truth FILE)") from None
     report: dict[str, Any] = json.loads(data)
+    return report
+
+
+def find_report(objects: ObjectStore, job_id: str) -> dict[str, Any] | None:
+    """The job's last report for its page (the caller has read the job, so may see it), or None:
+    none made, or S3 unreachable (the page then offers the form; the API's GET says why). Read with
+    the page, so the page asks nothing that answers 404."""
+    try:
+        report: dict[str, Any] = json.loads(objects.get_bytes(Keys.evaluation(job_id)))
+    except (NotFound, ServiceUnavailable):
+        return None
     return report

@@ -11,6 +11,7 @@ from cluster.errors import InvalidInput, NotFound
 from cluster.jobs.plan import ChunkPlan
 from cluster.jobs.states import FINISHED_CHUNKS, JobState
 from cluster.jobs.thresholds import DEFAULT_THRESHOLD
+from cluster.services.evaluation import find_report
 from cluster.services.jobs import ChunkSizing, JobPage, job_status, list_jobs, submit_job
 
 bp = Blueprint("jobs", __name__)
@@ -161,4 +162,5 @@ def show(job_id: str):
         # stored in the order chunks finished; shown in frame order
         failed=sorted(c.store.jobs.failed_frames(record["id"]), key=lambda f: f["frame"])[:FAILED_PAGE],
         page={"labels": labels, "failed_page": FAILED_PAGE, "unprocessed": _unprocessed(c.store, record)},
+        evaluation=find_report(c.objects, record["id"]) if record["frames_done"] else None,  # _evaluation.html
     )

@@ -64,13 +64,11 @@
     target.replaceChildren(...parts);
   }
 
-  async function load() {
-    try {
-      render(await api(path));
-    } catch (e) {
-      const text = e.status === 404 ? "No report yet: send a ground truth above." : `The last report cannot be read: ${e.message}`;
-      target.replaceChildren(el("p", {class: "muted", id: "evaluation-empty"}, text));
-    }
+  /** The last report came with the page (null: none yet, and the page already says so). */
+  function load() {
+    const data = document.getElementById("evaluation-data");
+    const report = data ? JSON.parse(data.textContent) : null;
+    if (report) render(report);
   }
 
   form.addEventListener("submit", async (event) => {
