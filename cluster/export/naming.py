@@ -13,7 +13,9 @@ The rule (names are mapped at export; stored names, hence existing datasets and 
   folder named after the video *with* its extension: ``clip.mp4#000004`` becomes
   ``clip.mp4/frame_000004.jpg`` (the stored frame is a JPEG). The extension stays in the folder so
   that ``a.mp4`` and ``a.avi`` never share frames, and Datumaro strips only the last part's
-  extension: the item id is ``clip.mp4/frame_000004``;
+  extension: the item id is ``clip.mp4/frame_000004``. CVAT names a video task's frames
+  ``frame_000004`` (one video per task, so no folder) and matches an imported item to a frame by its
+  base name without extension, so these names also land on the right frame of a CVAT video task;
 * any other name is written as it is (already made safe, :func:`cluster.export.parse.export_name`);
 * the item id is the name without its extension (what Datumaro computes), and ids are unique in an
   export, compared without case (files extracted on a case-insensitive disk must not collide): a
