@@ -235,6 +235,10 @@ def test_starting_a_job_through_the_form_lands_on_its_page_which_follows_it_to_c
     expect(page.locator("#n-done")).to_have_text("2")
     expect(page.locator("#summary .pct")).to_have_text("100.0%")
     expect(page.locator("#cancel")).to_be_hidden()
+    # The page opened on a running job offered partial exports; finished, it offers the whole job.
+    expect(page.locator("#export-partial")).to_be_hidden()
+    hrefs = page.locator('a[href*="/export?"]').evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    assert len(hrefs) == 7 and not [h for h in hrefs if "partial" in h], hrefs
     status = world["client"].get(f"/api/jobs/{job_id}")
     assert status["dataset_name"] == "small" and status["frames_total"] == 2
     assert status["settings"]["frames"] == "0-1" and status["settings"]["threshold"] == 0.4

@@ -29,7 +29,17 @@
     $("job-error").hidden = !j.error;
     $("job-error").textContent = j.error || "";
     $("cancel").hidden = FINISHED.includes(j.state);
+    if (FINISHED.includes(j.state)) exportsComplete();
     $("failed-count").textContent = j.frames_failed;
+  }
+
+  /** A job that finished while its page was open: its export links ask for the whole job, no longer a
+      partial export (which the page offered while it ran). */
+  function exportsComplete() {
+    $("export-partial").hidden = true;
+    for (const a of document.querySelectorAll('a[href*="/export?"][href*="&partial=1"]')) {
+      a.setAttribute("href", a.getAttribute("href").replace("&partial=1", ""));
+    }
   }
 
   async function refresh() {
