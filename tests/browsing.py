@@ -2,8 +2,8 @@
 browser), a page that fails its test on any script error, logging in, screenshots saved as test
 artifacts, and the accessibility check (axe-core) every page must pass.
 
-Import it from a test module and use its fixtures with ``from browsing import browser, page``
-(pytest finds fixtures imported into a module)."""
+Its fixtures (``browser``, ``page``) are a plugin of every test module (``tests/conftest.py``): a test
+names them as arguments; its functions are imported (``from browsing import log_in, screenshot``)."""
 
 from __future__ import annotations
 

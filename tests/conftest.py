@@ -30,7 +30,7 @@ import pytest
 from cluster.config import Settings
 from cluster.local import SeaweedProcess, ValkeyProcess, start_seaweed, start_valkey
 
-pytest_plugins = ["cluster_fixtures"]
+pytest_plugins = ["cluster_fixtures", "browsing"]  # browsing: the browser fixtures every browser test uses
 
 S3_ACCESS_KEY = "prelabel-test"
 S3_SECRET_KEY = f"prelabel-test-{uuid.uuid4().hex}"

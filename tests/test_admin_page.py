@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import secrets
 
-import browsing
 import pytest
 import requests
 from browsing import WIDTHS, assert_accessible, log_in, needs_chromium, screenshot
@@ -18,7 +17,6 @@ from cluster_fixtures import new_user
 from cluster.store import Store
 
 pytestmark = [needs_chromium]
-browser, page = browsing.browser, browsing.page  # the shared fixtures, used by name below
 
 
 def _status(cluster, token: str) -> int:

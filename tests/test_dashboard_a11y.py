@@ -9,14 +9,12 @@ import io
 import re
 from collections.abc import Callable
 
-import browsing
 import pytest
 from browsing import WIDTHS, assert_accessible, log_in, needs_chromium, screenshot
 from cluster_fixtures import new_user, register, tiny_model, wait_job
 from PIL import Image
 
 pytestmark = needs_chromium
-browser, page = browsing.browser, browsing.page  # the shared fixtures, under their own names
 
 LABELS = {"1": "car", "2": "person"}
 SCRIPT = '''

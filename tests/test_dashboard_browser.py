@@ -12,7 +12,6 @@ import io
 import re
 import zipfile
 
-import browsing
 import numpy as np
 import pytest
 import requests
@@ -21,7 +20,6 @@ from cluster_fixtures import new_user, register, tiny_model, wait_job
 from PIL import Image, ImageDraw
 
 pytestmark = needs_chromium
-browser, page = browsing.browser, browsing.page  # the shared fixtures (tests/browsing.py), under their own names
 
 LABELS = {"1": "car", "2": "person", "3": "road"}
 

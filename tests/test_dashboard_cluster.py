@@ -11,13 +11,11 @@ import re
 import secrets
 import time
 
-from browsing import WIDTHS, assert_accessible, browser, log_in, needs_chromium, page, screenshot
+from browsing import WIDTHS, assert_accessible, log_in, needs_chromium, screenshot
 from cluster_fixtures import new_user, noise_dataset, noise_jpeg, register, tiny_model, wait_job
 
 from cluster.dashboard import create_app
 from cluster.store import Store
-
-FIXTURES = (browser, page)  # imported for pytest, which finds fixtures among a module's names
 
 SCRIPT = '''
 import time

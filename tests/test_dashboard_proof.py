@@ -18,14 +18,12 @@ import secrets
 import zipfile
 from pathlib import Path
 
-import browsing
 import numpy as np
 import pytest
 from browsing import WIDTHS, assert_accessible, log_in, needs_chromium, screenshot
 from PIL import Image
 
 pytestmark = needs_chromium
-browser, page = browsing.browser, browsing.page  # the shared fixtures, under their own names
 
 VIDEO_FRAMES = 24
 VIDEO_SIZE = (384, 192)  # even sides: the encoder's 4:2:0 chroma

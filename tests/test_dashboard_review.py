@@ -8,7 +8,6 @@ other's order.
 """
 
 # The fixtures imported from browsing (browser, page) are named again by the tests' parameters: pytest's way.
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browsing import WIDTHS, assert_accessible, browser, log_in, needs_chromium, page, screenshot  # noqa: F401 (fixtures)
+from browsing import WIDTHS, assert_accessible, log_in, needs_chromium, screenshot
 from cluster_fixtures import new_user, register, tiny_model, wait_job
 from PIL import Image, ImageDraw
 

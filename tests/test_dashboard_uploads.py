@@ -5,7 +5,6 @@ model from IR files and sees a broken script's error at its line; adds a zoo mod
 an admin marks a script trusted, which an ordinary user cannot. Every page passes axe-core, does not
 scroll sideways at 390 px and is screenshotted at 1440 and 390 px."""
 
-# ruff: noqa: F811  (test functions take the imported `page` fixture as a parameter of the same name)
 from __future__ import annotations
 
 import io
@@ -14,7 +13,7 @@ import re
 import zipfile
 
 import numpy as np
-from browsing import WIDTHS, assert_accessible, browser, log_in, needs_chromium, page, screenshot  # noqa: F401
+from browsing import WIDTHS, assert_accessible, log_in, needs_chromium, screenshot
 from cluster_fixtures import new_user, register, tiny_model
 from PIL import Image
 

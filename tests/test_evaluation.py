@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import browsing
 import numpy as np
 import pytest
 from browsing import WIDTHS, assert_accessible, log_in, needs_chromium, screenshot
@@ -22,8 +21,6 @@ from pycocotools.cocoeval import COCOeval
 
 from cluster.client import ApiClient, ApiError
 from cluster.quality.names import frame_key
-
-browser, page = browsing.browser, browsing.page  # the shared fixtures, used by name below
 
 LABELS = {"1": "person", "2": "car", "3": "dog"}
 # What the model draws on each 64x48 frame (f003 is not in the ground truth). The dog's mask is rows

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 
-import browsing
 import pytest
 from browsing import log_in, needs_chromium
 
 from cluster.errors import InvalidInput
 from cluster.models.labels import parse_label_map
-
-browser, page = browsing.browser, browsing.page  # the shared fixtures, used by name below
 
 # Modelled on CVAT's serverless/openvino/omz/public/faster_rcnn_inception_resnet_v2_atrous_coco/nuclio/
 # function.yaml: the labels are a JSON string in metadata.annotations.spec (newer functions add a
