@@ -39,6 +39,7 @@ const PrelabelEditor = (() => {
   function create({viewer, labels, labelName, job, frame, answer, reload}) {
     const box = $("viewer"), status = $("edit-status"), select = $("edit-label");
     let on = false, drawing = false, original = false;
+    let saves = 0;  // changes the server took: an answer asked for before the last of them is stale
     let cur = null;  // the frame being corrected: {frame, ann}; edits queued for it keep it even if another frame is shown
     let sel = null, vertex = null;
     let draft = null, timer = null;  // a move not sent yet: {ctx, index, points}
@@ -78,6 +79,7 @@ const PrelabelEditor = (() => {
         try {
           const next = await api(url, options);
           ctx.ann = next;
+          saves += 1;
           if (ctx !== cur) return;
           if (after) after(next);
           answer(next);
@@ -446,7 +448,8 @@ const PrelabelEditor = (() => {
       svg().querySelectorAll(".handle").forEach(c => c.setAttribute("r", 6 / viewer.pixel()));
     });
 
-    return {setFrame, rowButton, pointerDown, click, flush: commitDraft, editing: () => on && editable()};
+    return {setFrame, rowButton, pointerDown, click, flush: commitDraft, editing: () => on && editable(),
+            saves: () => saves};
   }
 
   return {create, vertices, withVertex};

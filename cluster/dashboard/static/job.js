@@ -235,11 +235,15 @@
       if (!processed(n)) {  // not asked for: its chunk has no outcome yet
         problem = {status: 404, message: "not processed yet"};
       } else {
+        const saves = editor.saves();
         try {
           ann = await api(`/api/jobs/${JOB}/frames/${n}/annotations${original ? "?revision=0" : ""}`);
         } catch (e) {
           problem = e;
         }
+        // A change saved while this answer was on its way (a poll's reload racing an edit): the answer
+        // shows the revision before it, and a next change based on it would be refused as stale.
+        if (mine === ticket && editor.saves() !== saves) return select(n, {keepHash: true});
       }
       if (mine !== ticket) return;
       pending = !!problem && problem.status === 404 && !FINISHED.includes(job.state);
