@@ -4,7 +4,6 @@ segmentation end to end, and its interpretation script."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import inspect
 import math
 import os
@@ -20,6 +19,8 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 import pytest
+from zoo_helpers import load_script as load_zoo_script
+from zoo_helpers import wheel_cache
 
 from cluster.errors import ModelError, NotFound, ServiceUnavailable
 from cluster.models import InferenceEngine, Preprocessing, apply_preprocessing, read_model
@@ -51,10 +52,7 @@ MEDIAPIPE_ASTRONAUT_BLOCKS = np.array(
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("zoo_selfie_script", SCRIPT_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_zoo_script(SCRIPT_PATH)
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +62,9 @@ def script():
 
 @pytest.fixture(scope="session")
 def zoo_cache(tmp_path_factory) -> Path:
-    """Where wheels are kept; PRELABEL_TEST_CACHE keeps them across test runs. The same directory as
-    test_zoo_faces.py and test_zoo_pose.py use: the mediapipe wheel is downloaded once a session."""
-    configured = os.environ.get("PRELABEL_TEST_CACHE")
-    return Path(configured) if configured else tmp_path_factory.getbasetemp() / "zoo-cache-mediapipe"
+    """The zoo tests' one wheel folder (zoo_helpers.wheel_cache): the mediapipe wheel is downloaded once
+    a session, for the selfie, face and pose tests alike."""
+    return wheel_cache(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ tests (``test_zoo_pose.py``) use it too.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import io
 import math
 import os
@@ -24,6 +23,8 @@ import numpy as np
 import openvino as ov
 import pytest
 from PIL import Image
+from zoo_helpers import load_script as load_zoo_script
+from zoo_helpers import wheel_cache
 
 from cluster.models import InferenceEngine, Preprocessing, apply_preprocessing, read_model
 from cluster.scripts import FrameInput, ScriptLimits, ScriptRunner
@@ -147,10 +148,7 @@ def expected_faces(raw_model: ov.CompiledModel, image: np.ndarray, min_score: fl
 
 # -- fixtures ---------------------------------------------------------------------------------------
 def load_script():
-    spec = importlib.util.spec_from_file_location("zoo_face_script", SCRIPT_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_zoo_script(SCRIPT_PATH)
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +158,7 @@ def script():
 
 def mediapipe_cache_dir(tmp_path_factory) -> Path:
     """One cache for the session (both MediaPipe test files): the wheel is downloaded once."""
-    configured = os.environ.get("PRELABEL_TEST_CACHE")
-    return Path(configured) if configured else tmp_path_factory.getbasetemp() / "zoo-cache-mediapipe"
+    return wheel_cache(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ on the raw ONNX outputs), the interpretation script alone, and one job end to en
 from __future__ import annotations
 
 import ast
-import importlib.util
 import io
 import os
 import secrets
@@ -17,6 +16,8 @@ import numpy as np
 import openvino as ov
 import pytest
 from PIL import Image, ImageDraw, ImageFont
+from zoo_helpers import load_script as load_zoo_script
+from zoo_helpers import wheel_cache
 
 from cluster.models import InferenceEngine, apply_preprocessing, read_model
 from cluster.scripts import FrameInput, ScriptLimits, ScriptRunner
@@ -37,10 +38,7 @@ NEAR = 0.05  # a detection this close to the threshold may flip with the resize'
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("zoo_layout_script", SCRIPT_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_zoo_script(SCRIPT_PATH)
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +48,7 @@ def script():
 
 @pytest.fixture(scope="session")
 def layout_cache(tmp_path_factory) -> Path:
-    """Where wheels are kept; PRELABEL_TEST_CACHE keeps them across test runs."""
-    configured = os.environ.get("PRELABEL_TEST_CACHE")
-    return Path(configured) if configured else tmp_path_factory.mktemp("zoo-cache-layout")
+    return wheel_cache(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ script on made-up outputs, and the sandbox."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np
@@ -13,6 +12,7 @@ import openvino as ov
 import pytest
 from PIL import Image
 from test_zoo_faces import iou, mediapipe_cache_dir, photo, reference_detections, ssd_anchors
+from zoo_helpers import load_script as load_zoo_script
 
 from cluster.models import InferenceEngine, Preprocessing, apply_preprocessing, read_model
 from cluster.scripts import FrameInput, ScriptLimits, ScriptRunner
@@ -49,10 +49,7 @@ def expected_people(raw_model: ov.CompiledModel, image: np.ndarray, min_score: f
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("zoo_pose_script", SCRIPT_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_zoo_script(SCRIPT_PATH)
 
 
 @pytest.fixture(scope="module")

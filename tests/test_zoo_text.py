@@ -4,7 +4,6 @@ interpretation script (components, rotated boxes, unclip, thresholds) and one jo
 from __future__ import annotations
 
 import ast
-import importlib.util
 import io
 import math
 import os
@@ -16,6 +15,8 @@ import numpy as np
 import openvino as ov
 import pytest
 from PIL import Image
+from zoo_helpers import load_script as load_zoo_script
+from zoo_helpers import wheel_cache
 
 from cluster.models import (
     InferenceEngine,
@@ -37,10 +38,7 @@ MAP = 736
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("zoo_text_script", SCRIPT_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_zoo_script(SCRIPT_PATH)
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +48,7 @@ def script():
 
 @pytest.fixture(scope="session")
 def text_cache(tmp_path_factory) -> Path:
-    """Where wheels are kept; PRELABEL_TEST_CACHE keeps them across test runs."""
-    configured = os.environ.get("PRELABEL_TEST_CACHE")
-    return Path(configured) if configured else tmp_path_factory.mktemp("zoo-cache-text")
+    return wheel_cache(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
